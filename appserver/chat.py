@@ -1,0 +1,209 @@
+"""``Chat.Server``: the IRIS WebSocket tutorial's chat, ported method by method.
+
+Served at ``/csp/user/Chat.Server.cls``. The methods keep the tutorial's names and
+order (OnPreServer, Server, StatusUpdate, ProcessMessage, SendData, AddUser,
+RemoveUser, HandleError, BroadCast); the store's tables replace the ``^Chat.*``
+globals. The tutorial's defects are fixed, each marked ``Fix:`` below and listed in
+docs/differences.md.
+
+Wire shapes (as in the tutorial):
+
+* client -> server: ``{"Message": base64(text), "Author": alias}`` or ``{"User": alias}``
+* server -> client: ``{"Type": "Status", "Message": ..., "WSID": id}`` once, to that
+  socket; ``{"Message", "Author", "Type": "Chat", "Sent": "YYYY-MM-DD HH:MM:SS"}`` to
+  every socket of the room, the sender included; ``{"Type": "userlist", "Users":
+  [{"User": alias}, ...]}`` in join order; and (an addition) ``{"Type": "Error",
+  "Message": why}`` to a socket whose input was refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from typing import Any
+
+from appserver.errors import ClientClosed, ReadTimeout, WebSocketError
+from appserver.websocket import WebSocket
+from store.sqlite import ChatStore
+
+__all__ = ["ChatServer"]
+
+log = logging.getLogger(__name__)
+
+#: The tutorial's ``Read(.size, .sc, 1)``: a one-second read timeout.
+READ_TIMEOUT_S = 1.0
+MAX_ALIAS_CHARS = 64
+STATUS_TEXT = "status update, this shouldn't be processed as message"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _now() -> str:
+    """``$ZDATETIME($HOROLOG, 3)``: local time as YYYY-MM-DD HH:MM:SS."""
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _json(value: dict[str, Any]) -> str:
+    """``%ToJSON()``: compact, UTF-8, keys in insertion order."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class BadInput(Exception):
+    """A client message the chat refuses; the text goes back to the sender."""
+
+
+class ChatServer(WebSocket):
+    """``Class Chat.Server Extends %CSP.WebSocket``."""
+
+    CLASS_NAME = "Chat.Server"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = "default"
+
+    async def OnPreServer(self) -> None:
+        """Choose shared mode; record the connection (``^Chat.WebSocketConnections``)."""
+        self.SharedConnection = 1
+        # Fix: the rooms variant recorded ?room= and never used it; here it scopes
+        # broadcasts and the user list.
+        if self.request is not None:
+            self.room = (self.request.get("room") or "default")[:64]
+        if self.WebSocketID:
+            await self.store.run(ChatStore.add_connection, self.WebSocketID, self.room,
+                                 "shared", self.GWClientAddress)
+        else:
+            await self.store.run(ChatStore.log_error, "no websocketid defined")
+
+    async def Server(self) -> None:
+        """Status to this socket, then read and dispatch until the client closes."""
+        await self.StatusUpdate(self.WebSocketID)
+        while True:
+            try:
+                data = await self._read_message()
+            except ReadTimeout:
+                continue
+            except ClientClosed:
+                await self.store.run(ChatStore.remove_connection, self.WebSocketID)
+                await self.RemoveUser(self.WebSocketID)
+                return
+            try:
+                await self.Dispatch(data)
+            except BadInput as exc:
+                await self._refuse(str(exc))
+
+    async def _read_message(self) -> str | bytes:
+        # Fix: a message longer than Read's size comes in pieces; join them.
+        pieces = [await self.Read(timeout=READ_TIMEOUT_S)]
+        while not self.AtEnd:
+            pieces.append(await self.Read(timeout=READ_TIMEOUT_S))
+        if isinstance(pieces[0], bytes):
+            return b"".join(p if isinstance(p, bytes) else p.encode() for p in pieces)
+        return "".join(p if isinstance(p, str) else p.decode() for p in pieces)
+
+    async def Dispatch(self, data: str | bytes) -> None:
+        """The body of the tutorial's ``else`` branch: an alias, or a chat message."""
+        if isinstance(data, bytes):
+            raise BadInput("binary frames are not part of the chat protocol; send JSON text")
+        try:
+            message = json.loads(data)
+        except ValueError as exc:
+            raise BadInput(f"malformed JSON: {exc}") from None
+        if not isinstance(message, dict):
+            raise BadInput("expected a JSON object")
+        # Fix: the tutorial took any text containing "User" as an alias (data["User").
+        if "User" in message:
+            await self.AddUser(message, self.WebSocketID)
+            return
+        if "Message" not in message:
+            raise BadInput('expected {"Message": base64 text, "Author": name} or '
+                           '{"User": name}')
+        text, author = message["Message"], message.get("Author", "unknown")
+        if not isinstance(text, str):
+            raise BadInput("Message must be a base64 string")
+        try:
+            base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadInput("Message is not valid base64") from None
+        if not isinstance(author, str) or len(author) > MAX_ALIAS_CHARS:
+            raise BadInput(f"Author must be a name of at most {MAX_ALIAS_CHARS} characters")
+        mid = await self.store.run(ChatStore.add_message, data, wsid=self.WebSocketID,
+                                   room=self.room, author=author)
+        await self.ProcessMessage(mid)
+
+    async def StatusUpdate(self, wsid: str) -> None:
+        """Send this socket its id, through OpenServer as the tutorial does."""
+        status = {"Type": "Status", "Message": _b64(STATUS_TEXT), "WSID": wsid}
+        ws = type(self)()
+        await ws.OpenServer(wsid)
+        await ws.Write(_json(status))
+
+    async def ProcessMessage(self, mid: int) -> None:
+        """Stamp a stored message with Type and Sent, then send it to the room."""
+        raw = await self.store.run(ChatStore.message, mid)
+        if raw is None:
+            return
+        stored = json.loads(raw)
+        # Fix: only Message and Author are relayed, so a client cannot forge other keys.
+        msg = {"Message": stored["Message"], "Author": stored.get("Author", "unknown"),
+               "Type": "Chat", "Sent": _now()}
+        await self.SendData(msg)
+
+    async def SendData(self, data: dict[str, Any]) -> None:
+        """Write ``data`` to every connection of the room, the sender included."""
+        text = _json(data)
+        for c in await self.store.run(ChatStore.connections, self.room):
+            ws = type(self)()
+            try:
+                await ws.OpenServer(c)
+            except WebSocketError:
+                await self.HandleError(c, "open")
+                continue  # Fix: the tutorial wrote even after the open failed.
+            try:
+                await ws.Write(text)
+            except WebSocketError:
+                await self.HandleError(c, "write")
+
+    async def AddUser(self, data: dict[str, Any], wid: str) -> None:
+        """Name the user of ``wid`` and send the room its user list."""
+        alias = data.get("User")
+        if not isinstance(alias, str) or not alias.strip():
+            raise BadInput("User must be a non-empty name")
+        if len(alias) > MAX_ALIAS_CHARS:
+            raise BadInput(f"User must be at most {MAX_ALIAS_CHARS} characters")
+        # Fix: a rename replaces the old name (the tutorial appended, keeping both).
+        await self.store.run(ChatStore.set_alias, wid, alias.strip(), self.room)
+        await self._send_userlist()
+
+    async def RemoveUser(self, wsid: str) -> None:
+        """Take the user of ``wsid`` off the list and tell the room."""
+        # Fix: removed by socket, not the first entry with the same name.
+        removed = await self.store.run(ChatStore.remove_user, wsid)
+        if removed is not None:
+            await self._send_userlist()
+
+    async def HandleError(self, conn: str, kind: str) -> None:
+        """Record a failed open (and drop that connection) or a failed write."""
+        if kind == "open":
+            await self.store.run(ChatStore.log_error, "open failed for", conn, conn)
+            await self.store.run(ChatStore.remove_connection, conn)
+        else:
+            await self.store.run(ChatStore.log_error, "failed to send data to", conn, conn)
+
+    async def BroadCast(self, text: str = "testmessage") -> None:
+        """The tutorial's admin helper: a message from ``system`` to the room."""
+        await self.SendData({"Type": "Chat", "Author": "system", "Message": _b64(text),
+                             "Sent": _now()})
+
+    async def _send_userlist(self) -> None:
+        users = await self.store.run(ChatStore.userlist, self.room)
+        await self.SendData({"Type": "userlist", "Users": [{"User": u} for u in users]})
+
+    async def _refuse(self, why: str) -> None:
+        log.info("wsid=%s bad input: %s", self.WebSocketID, why)
+        await self.store.run(ChatStore.log_error, "bad input", why, self.WebSocketID)
+        await self.Write(_json({"Type": "Error", "Message": why}))

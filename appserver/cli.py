@@ -1,0 +1,116 @@
+"""``wsgate appserver``: the IRIS instance (a supervisor and its worker processes)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+
+import trio
+
+from appserver.classes import ClassLoadError, load_classes
+from appserver.config import AppServerConfig
+from appserver.supervisor import Supervisor
+from gateway.config import SecretError, load_secret
+from gateway.logsetup import configure_logging
+from gateway.net import parse_hostport
+from store.sqlite import ChatStore
+
+__all__ = ["add_arguments", "run_appserver", "watch_parent"]
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``wsgate appserver`` flags."""
+    parser.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                        help="where gateways link to (default 127.0.0.1:0, a free port)")
+    parser.add_argument("--workers", type=int, default=2, metavar="N",
+                        help="worker processes started at once (default 2)")
+    parser.add_argument("--max-workers", type=int, default=None, metavar="N",
+                        help="most worker processes (IRIS: Maximum Server Connections; "
+                             "default max(8, --workers))")
+    parser.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
+                        help="seconds before an idle worker above --workers exits "
+                             "(IRIS: No Activity Timeout; default 60)")
+    parser.add_argument("--db", default="wsgate.db", metavar="PATH",
+                        help="SQLite store shared by the workers (default ./wsgate.db)")
+    parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
+                        help="serve a WebSocket server class (repeatable); the chat is "
+                             "always served")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        dest="settings", help="an option for server classes (repeatable)")
+    parser.add_argument("--id", default="as", dest="appserver_id",
+                        help="this app server's name, shown in the gateway's /status")
+    parser.add_argument("--secret-file", metavar="PATH",
+                        help="the link secret (default: $WSGATE_SECRET)")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="exit when the parent process does (used by wsgate run)")
+
+
+def _settings(pairs: list[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--set {pair!r}: expected NAME=VALUE")
+        settings[name] = value
+    return settings
+
+
+def build_config(args: argparse.Namespace) -> AppServerConfig:
+    """Check the flags and turn them into a config; raise ValueError with the reason."""
+    host, port = parse_hostport(args.listen)
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    max_workers = args.max_workers if args.max_workers is not None else max(8, args.workers)
+    if max_workers < args.workers:
+        raise ValueError("--max-workers must be at least --workers")
+    return AppServerConfig(
+        secret=load_secret(args.secret_file), host=host, port=port, workers=args.workers,
+        max_workers=max_workers, idle_timeout_s=args.idle_timeout,
+        db=os.path.abspath(args.db), apps=tuple(args.app),
+        settings=_settings(args.settings), appserver_id=args.appserver_id,
+        log_level=args.log_level,
+    )
+
+
+async def watch_parent(cancel_scope: trio.CancelScope) -> None:
+    """Cancel ``cancel_scope`` when the parent process goes away."""
+    parent = os.getppid()
+    # Polling is the portable way to notice a parent's death without its cooperation.
+    while os.getppid() == parent:  # noqa: ASYNC110
+        await trio.sleep(0.5)
+    log.warning("parent process %d is gone; stopping", parent)
+    cancel_scope.cancel()
+
+
+async def _serve(config: AppServerConfig, class_names: tuple[str, ...],
+                 exit_with_parent: bool) -> None:
+    supervisor = Supervisor(config, class_names)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            host, port = await nursery.start(supervisor.serve)
+            print(f"wsgate appserver: listening on {host}:{port} ({config.workers} workers, "
+                  f"store {config.db})", flush=True)
+            if exit_with_parent:
+                nursery.start_soon(watch_parent, nursery.cancel_scope)
+            async for signum in signals:
+                log.info("%s: stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run_appserver(args: argparse.Namespace) -> int:
+    """``wsgate appserver``."""
+    configure_logging(args.log_level)
+    try:
+        config = build_config(args)
+        classes = load_classes(config.apps)
+    except (ValueError, SecretError, ClassLoadError) as exc:
+        print(f"wsgate appserver: {exc}", flush=True)
+        return 2
+    ChatStore.open(config.db).close()  # migrate once, before any worker opens the file
+    trio.run(_serve, config, tuple(sorted(classes)), args.exit_with_parent)
+    return 0

@@ -1,0 +1,26 @@
+"""The app server's settings, as the command line gives them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["AppServerConfig"]
+
+
+@dataclass(slots=True)
+class AppServerConfig:
+    """Everything ``wsgate appserver`` is told."""
+
+    secret: bytes
+    host: str = "127.0.0.1"
+    port: int = 0
+    workers: int = 2
+    max_workers: int = 8
+    #: Seconds an idle worker above ``workers`` lives (IRIS: No Activity Timeout).
+    idle_timeout_s: float = 60.0
+    db: str = "wsgate.db"
+    apps: tuple[str, ...] = ()
+    #: Options for server classes (``--set NAME=VALUE``; the chat reads ``mode``).
+    settings: dict[str, str] = field(default_factory=dict)
+    appserver_id: str = "as"
+    log_level: str = "INFO"

@@ -1,0 +1,278 @@
+"""The app server's supervisor: listens for links, authenticates them, hands each to a worker.
+
+IRIS runs a CSP server process per Web Gateway connection. Here the supervisor accepts
+a gateway's TCP connection, runs the challenge-response itself (workers never hold the
+secret), and passes the authenticated socket's file descriptor to a worker process
+(``SCM_RIGHTS``), so the bytes of a link never go through the supervisor. Each link is
+served by one worker; the pool starts with ``workers`` processes, grows on demand up
+to ``max_workers``, and retires idle workers above ``workers`` after ``idle_timeout``
+(IRIS: Maximum Server Connections, No Activity Timeout). A worker that dies is
+replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+import trio
+
+from appserver.config import AppServerConfig
+from gateway.frames import Refused, Welcome, encode_frame
+from gateway.net import SendBuffer, listen_tcp, receive_some
+from gateway.protocol import LinkAuthError, LinkConnection, LinkProtocolError, Role
+
+__all__ = ["Supervisor", "WorkerProcess"]
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT_S = 10.0
+WORKER_START_TIMEOUT_S = 60.0
+WORKER_STOP_GRACE_S = 5.0
+
+
+class WorkerProcess:
+    """A worker OS process as the supervisor sees it."""
+
+    def __init__(self, process: trio.Process, ctrl: socket.socket) -> None:
+        self.process = process
+        self.ctrl = ctrl
+        self.pid = process.pid
+        self.links: set[int] = set()
+        self.ready = trio.Event()
+        self.alive = True
+        self.idle_since = trio.current_time()
+
+    def command(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
+        """Send a control message (with file descriptors attached)."""
+        socket.send_fds(self.ctrl, [json.dumps(message).encode()], list(fds))
+
+
+class Supervisor:
+    """See the module docstring."""
+
+    def __init__(self, config: AppServerConfig, class_names: tuple[str, ...]) -> None:
+        self.config = config
+        self.class_names = class_names
+        self.workers: dict[int, WorkerProcess] = {}
+        self.stopping = False
+        self._link_ids = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The supervisor's long-lived nursery."""
+        assert self._nursery is not None, "the supervisor is not serving"
+        return self._nursery
+
+    def _worker_config(self) -> str:
+        return json.dumps({
+            "db": self.config.db,
+            "apps": list(self.config.apps),
+            "settings": self.config.settings,
+            "appserver_id": self.config.appserver_id,
+            "log_level": self.config.log_level,
+        })
+
+    async def serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
+        """Start the workers, then accept links until cancelled; report the address."""
+        listener = listen_tcp(self.config.host, self.config.port)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    async with trio.open_nursery() as starting:
+                        for _ in range(self.config.workers):
+                            starting.start_soon(self.spawn)
+                    nursery.start_soon(self._retire_idle)
+                    task_status.started(listener.getsockname()[:2])
+                    await self._accept(listener, nursery)
+                finally:
+                    self.stopping = True
+                    with trio.CancelScope(shield=True):
+                        await self.stop_workers()
+        finally:
+            listener.close()
+
+    async def _accept(self, listener: socket.socket, nursery: trio.Nursery) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(listener)
+            while True:
+                try:
+                    sock, address = listener.accept()
+                except BlockingIOError:
+                    break
+                sock.setblocking(False)
+                nursery.start_soon(self._handshake, sock, f"{address[0]}:{address[1]}")
+
+    # --- workers ------------------------------------------------------------------------
+
+    async def spawn(self) -> WorkerProcess | None:
+        """Start one worker and wait until it is ready; None if it failed to start."""
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        command = [sys.executable, "-m", "appserver.worker", "--control-fd",
+                   str(child.fileno()), "--config", self._worker_config()]
+        try:
+            process = await trio.lowlevel.open_process(command, pass_fds=(child.fileno(),))
+        finally:
+            child.close()
+        parent.setblocking(False)
+        worker = WorkerProcess(process, parent)
+        self.workers[worker.pid] = worker
+        self.nursery.start_soon(self._watch, worker)
+        with trio.move_on_after(WORKER_START_TIMEOUT_S):
+            await worker.ready.wait()
+        if not worker.ready.is_set() or not worker.alive:
+            log.error("worker pid %d did not start", worker.pid)
+            return None
+        log.info("worker pid %d ready (%d workers)", worker.pid, len(self.workers))
+        return worker
+
+    async def _watch(self, worker: WorkerProcess) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_control, worker)
+            code = await worker.process.wait()
+            nursery.cancel_scope.cancel()
+        worker.alive = False
+        worker.ready.set()
+        worker.ctrl.close()
+        self.workers.pop(worker.pid, None)
+        if self.stopping:
+            return
+        log.warning("worker pid %d exited with code %s (%d links lost)", worker.pid, code,
+                    len(worker.links))
+        if len(self.workers) < self.config.workers:
+            self.nursery.start_soon(self.spawn)
+
+    async def _read_control(self, worker: WorkerProcess) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(worker.ctrl)
+            try:
+                message = worker.ctrl.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            if not message:
+                return
+            event = json.loads(message)
+            if event.get("event") == "ready":
+                worker.ready.set()
+            elif event.get("event") == "link-closed":
+                worker.links.discard(int(event["link"]))
+                if not worker.links:
+                    worker.idle_since = trio.current_time()
+
+    async def _retire_idle(self) -> None:
+        while True:
+            await trio.sleep(min(1.0, self.config.idle_timeout_s / 4))
+            now = trio.current_time()
+            idle = sorted(
+                (w for w in self.workers.values() if w.alive and w.ready.is_set()
+                 and not w.links and now - w.idle_since > self.config.idle_timeout_s),
+                key=lambda w: w.idle_since,
+            )
+            surplus = len(self.workers) - self.config.workers
+            for worker in idle[:max(surplus, 0)]:
+                log.info("worker pid %d idle for %.0f s: retiring it", worker.pid,
+                         now - worker.idle_since)
+                worker.alive = False
+                self._stop(worker)
+
+    def _stop(self, worker: WorkerProcess) -> None:
+        try:
+            worker.command({"cmd": "stop"})
+        except OSError:
+            worker.process.terminate()
+
+    async def stop_workers(self) -> None:
+        """Stop every worker: ask, wait a grace period, then kill."""
+        workers = list(self.workers.values())
+        for worker in workers:
+            if worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(WORKER_STOP_GRACE_S):
+            for worker in workers:
+                await worker.process.wait()
+        for worker in workers:
+            if worker.process.returncode is None:
+                log.warning("worker pid %d did not stop: killing it", worker.pid)
+                worker.process.kill()
+                await worker.process.wait()
+
+    def _reserve_worker(self, link_id: int) -> WorkerProcess | None:
+        # Synchronous on purpose: choosing and reserving happen without a checkpoint.
+        for worker in sorted(self.workers.values(), key=lambda w: w.pid):
+            if worker.alive and worker.ready.is_set() and not worker.links:
+                worker.links.add(link_id)
+                return worker
+        return None
+
+    async def _worker_for_link(self, link_id: int) -> WorkerProcess | None:
+        worker = self._reserve_worker(link_id)
+        if worker is not None or len(self.workers) >= self.config.max_workers:
+            return worker
+        spawned = await self.spawn()
+        if spawned is None:
+            return None
+        if spawned.links:  # another handshake took it first
+            return self._reserve_worker(link_id)
+        spawned.links.add(link_id)
+        return spawned
+
+    # --- links --------------------------------------------------------------------------
+
+    async def _handshake(self, sock: socket.socket, peer: str) -> None:
+        conn = LinkConnection(Role.APPSERVER, secret=self.config.secret)
+        out = SendBuffer(sock, limit=1 << 20)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                out.push(conn.initiate())
+                await out.drain()
+                while conn.next_event() is None:  # the verified Hello ends the loop
+                    data = await receive_some(sock)
+                    if not data:
+                        raise LinkProtocolError("closed during the handshake")
+                    conn.receive_data(data)
+            await self._hand_over(sock, conn, out, peer)
+        except LinkAuthError as exc:
+            log.warning("link from %s refused: %s", peer, exc.reason)
+            out.push(encode_frame(Refused("authentication failed")))
+            await out.drain()
+        except LinkProtocolError as exc:
+            log.warning("link from %s closed: %s", peer, exc.reason)
+        except trio.TooSlowError:
+            log.warning("link from %s closed: no handshake within %.0f s", peer,
+                        HANDSHAKE_TIMEOUT_S)
+        finally:
+            sock.close()
+
+    async def _hand_over(self, sock: socket.socket, conn: LinkConnection, out: SendBuffer,
+                         peer: str) -> None:
+        link_id = next(self._link_ids)
+        worker = await self._worker_for_link(link_id)
+        if worker is None:
+            busy = (f"busy: all {len(self.workers)} workers serve links "
+                    f"(--max-workers {self.config.max_workers})")
+            log.info("link from gateway %s (%s) refused: %s", conn.gateway_id, peer, busy)
+            out.push(conn.send(Refused(busy, busy=True)))
+            await out.drain()
+            return
+        out.push(conn.send(Welcome(worker.pid, self.config.appserver_id, self.class_names)))
+        await out.drain()
+        leftover = base64.b64encode(conn.take_buffered()).decode()
+        try:
+            worker.command({"cmd": "link", "link": link_id, "gateway": conn.gateway_id,
+                            "leftover": leftover}, (sock.fileno(),))
+        except OSError as exc:
+            worker.links.discard(link_id)
+            log.error("could not hand link %d to worker pid %d: %s", link_id, worker.pid, exc)
+            return
+        log.info("link %d from gateway %s (%s) -> worker pid %d", link_id, conn.gateway_id,
+                 peer, worker.pid)

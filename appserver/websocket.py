@@ -1,0 +1,258 @@
+"""``%CSP.WebSocket``: the base class of every WebSocket server class, IRIS names kept.
+
+A reader of the IRIS tutorial should recognise every line, so the public surface keeps
+IRIS's PascalCase (and only it does)::
+
+    class Server(WebSocket):
+        CLASS_NAME = "Chat.Server"          # served at /csp/user/Chat.Server.cls
+
+        async def OnPreServer(self):        # read self.request; choose the mode
+            self.SharedConnection = 1
+        async def Server(self):             # Read/Write until the client closes
+            while True:
+                data = await self.Read(timeout=1)
+                ...
+        async def OnPostServer(self):       # runs exactly once, after the socket ends
+            ...
+
+Methods are coroutines. Errors are raised, not returned: :mod:`appserver.errors` lists
+them with their IRIS codes (``Read`` raises 7950 on timeout and 7951 on client close).
+An instance made with ``Class()`` has no socket until ``await OpenServer(id)``, exactly
+like ``##class(Chat.Server).%New()`` followed by ``OpenServer``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import parse_qs
+
+from appserver.errors import NotBound, OpenServerError
+from appserver.registry import Lookup, parse_wsid
+
+if TYPE_CHECKING:
+    from appserver.port import SocketPort
+    from appserver.runtime import WorkerRuntime
+    from store.aio import AsyncStore
+
+__all__ = ["DEFAULT_READ_SIZE", "DEFAULT_READ_TIMEOUT_S", "HandshakeRequest", "WebSocket"]
+
+log = logging.getLogger(__name__)
+
+#: ``Read``'s default and fallback ``len`` (IRIS: 32656 characters).
+DEFAULT_READ_SIZE = 32656
+#: ``Read``'s default timeout (IRIS: 86400 seconds).
+DEFAULT_READ_TIMEOUT_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRequest:
+    """The browser's upgrade request, for ``OnPreServer`` (IRIS: ``%request``)."""
+
+    path: str
+    query: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    client_address: str = ""
+    params: dict[str, list[str]] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def build(cls, path: str, query: str, headers: tuple[tuple[str, str], ...],
+              client_address: str) -> HandshakeRequest:
+        """A request with its query string parsed."""
+        params = parse_qs(query, keep_blank_values=True)
+        lowered = tuple((name.lower(), value) for name, value in headers)
+        return cls(path, query, lowered, client_address, params)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of a query parameter (IRIS: ``%request.Data(name, 1)``)."""
+        values = self.params.get(name)
+        return values[0] if values else default
+
+    def header(self, name: str) -> str | None:
+        """A request header's value (case-insensitive), or None."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key == wanted:
+                return value
+        return None
+
+
+def _runtime() -> WorkerRuntime:
+    from appserver.runtime import current_runtime
+
+    return current_runtime()
+
+
+class WebSocket:
+    """Base class of WebSocket server classes; see the module docstring."""
+
+    #: The CSP application's namespace in the URL: /csp/<NAMESPACE>/<CLASS_NAME>.cls
+    NAMESPACE: ClassVar[str] = "user"
+    #: The class's name in the URL; by default ``<module's last part>.<class name>``.
+    CLASS_NAME: ClassVar[str | None] = None
+
+    def __init__(self) -> None:
+        #: Unique id of the socket, assigned by the gateway (names the gateway).
+        self.WebSocketID = ""
+        #: 1 (or True): binary frames; 0: UTF-8 text frames. Set it before writing binary.
+        self.BinaryData: int = 0
+        #: 1 when the last Read reached the end of the current message.
+        self.AtEnd: int = 1
+        #: The CSP session id (the CSPSESSIONID cookie, when the browser sent one).
+        self.SessionId = ""
+        #: The gateway that holds the socket (its id): where writes are routed.
+        self.GWClientAddress = ""
+        #: The upgrade request; set before OnPreServer, None on OpenServer instances.
+        self.request: HandshakeRequest | None = None
+        self._shared: int = 0
+        self._mode_fixed = False
+        self._port: SocketPort | None = None
+
+    @classmethod
+    def csp_name(cls) -> str:
+        """The key the gateway routes by: ``<namespace>/<Package.Class>``."""
+        name = cls.CLASS_NAME or f"{cls.__module__.rpartition('.')[2]}.{cls.__name__}"
+        return f"{cls.NAMESPACE.lower()}/{name}"
+
+    # --- SharedConnection: only OnPreServer may choose -----------------------------------
+
+    @property
+    def SharedConnection(self) -> int:
+        """1: shared (async) pool; 0: a private link and worker. Set in OnPreServer."""
+        return self._shared
+
+    @SharedConnection.setter
+    def SharedConnection(self, value: int) -> None:
+        if self._mode_fixed:
+            log.warning("wsid=%s: SharedConnection set after OnPreServer has no effect",
+                        self.WebSocketID)
+            return
+        self._shared = 1 if value else 0
+
+    def fix_mode(self) -> None:
+        """Called by the worker right after OnPreServer: later sets are ignored."""
+        self._mode_fixed = True
+
+    # --- the callbacks a server class overrides ----------------------------------------
+
+    async def OnPreServer(self) -> None:
+        """Runs before the socket opens; choose ``SharedConnection`` here."""
+
+    async def Server(self) -> None:
+        """The socket's main body. Required."""
+        raise NotImplementedError(f"{type(self).__name__} must define Server()")
+
+    async def OnPostServer(self) -> None:
+        """Runs exactly once after the socket has ended (also after Server() crashed)."""
+
+    # --- the store, for server classes that keep state ---------------------------------
+
+    @property
+    def store(self) -> AsyncStore:
+        """The app server's store (``await self.store.run(ChatStore.method, ...)``)."""
+        return _runtime().store
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The app server's ``--set NAME=VALUE`` options (the chat reads ``mode``)."""
+        return _runtime().settings
+
+    # --- the socket operations ---------------------------------------------------------
+
+    async def Read(
+        self,
+        size: int = DEFAULT_READ_SIZE,
+        timeout: float = DEFAULT_READ_TIMEOUT_S,  # noqa: ASYNC109 - IRIS's signature
+    ) -> str | bytes:
+        """The next message, or its next piece of at most ``size`` characters.
+
+        ``AtEnd`` is 0 while pieces of the current message remain. Text comes back as
+        ``str`` and binary frames as ``bytes`` (text too when ``BinaryData`` is set).
+        Raises :class:`~appserver.errors.ReadTimeout` (7950) after ``timeout`` seconds
+        without data, :class:`~appserver.errors.ClientClosed` (7951) once the client
+        has closed and everything it sent has been read.
+        """
+        port = self._port
+        if port is None:
+            raise NotBound(self._unbound_reason("Read"), wsid=self.WebSocketID)
+        if size < 1:
+            size = DEFAULT_READ_SIZE
+        try:
+            item = await port.take(timeout)
+        except Exception:
+            self.AtEnd = 1
+            raise
+        if self.BinaryData and isinstance(item, str):
+            item = item.encode()
+        if len(item) > size:
+            port.push_back(item[size:])
+            self.AtEnd = 0
+            return item[:size]
+        self.AtEnd = 1
+        return item
+
+    async def Write(self, data: str | bytes) -> None:
+        """Send one message: a text frame, or binary for ``bytes`` or with ``BinaryData``."""
+        if not self.WebSocketID:
+            raise NotBound("Write needs a socket: call it from Server() or after OpenServer",
+                           wsid="")
+        if isinstance(data, str):
+            binary, payload = bool(self.BinaryData), data.encode()
+        else:
+            binary, payload = True, bytes(data)
+        await _runtime().write(self.WebSocketID, binary, payload, self._port)
+
+    async def EndServer(self) -> None:
+        """Close the browser socket, run ``OnPostServer`` (once), forget the socket."""
+        if not self.WebSocketID:
+            raise NotBound("EndServer needs a socket: call it from Server() or after "
+                           "OpenServer", wsid="")
+        runtime = _runtime()
+        port = self._port
+        if port is not None and (port.ended or port.post_server_done):
+            return
+        first = await runtime.end(self.WebSocketID, port)
+        if not first:
+            return
+        if port is not None:
+            if port.post_server_done:
+                return
+            port.post_server_done = True
+        await runtime.run_post_server(self)
+
+    async def OpenServer(self, websocket_id: str) -> None:
+        """Attach this instance to an existing shared socket, from any worker."""
+        if not websocket_id:
+            raise OpenServerError("OpenServer needs a WebSocketID; it was given an empty one")
+        parsed = parse_wsid(websocket_id)
+        if parsed is None:
+            raise OpenServerError(f"{websocket_id!r} is not a WebSocketID "
+                                  "(expected <gateway>-<n>)", wsid=websocket_id)
+        runtime = _runtime()
+        port = runtime.ports.get(websocket_id)
+        state = runtime.registry.lookup(websocket_id)
+        if (port is not None and port.shared is False) or state is Lookup.PRIVATE:
+            raise OpenServerError(
+                f"socket {websocket_id} is private (SharedConnection = 0); OpenServer "
+                "only opens shared sockets", wsid=websocket_id)
+        if (port is not None and port.closed) or state is Lookup.CLOSED:
+            raise OpenServerError(f"socket {websocket_id} is closed", wsid=websocket_id)
+        self.WebSocketID = websocket_id
+        self.GWClientAddress = parsed[0]
+        self._shared = 1
+        self._mode_fixed = True
+        self._port = port
+
+    # --- wiring used by the worker ------------------------------------------------------
+
+    def bind(self, port: SocketPort) -> None:
+        """Attach the instance that serves a socket to its port (the worker does this)."""
+        self._port = port
+        self.WebSocketID = port.wsid
+
+    def _unbound_reason(self, what: str) -> str:
+        if not self.WebSocketID:
+            return f"{what} needs a socket: call it from Server() or after OpenServer"
+        return (f"{what} of socket {self.WebSocketID}: its messages arrive on another "
+                "worker; Read works on the worker that serves the socket")

@@ -1,0 +1,139 @@
+"""The ``wsgate`` command: ``run``, ``gateway`` and ``appserver``."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import signal
+import sys
+
+import trio
+
+from gateway.config import GatewayConfig, SecretError, load_secret, new_gateway_id
+from gateway.logsetup import configure_logging
+from gateway.net import parse_hostport
+from gateway.server import Gateway
+
+__all__ = ["main"]
+
+log = logging.getLogger(__name__)
+
+
+def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve browsers on")
+    parser.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
+    parser.add_argument("--appserver", required=True, metavar="HOST:PORT",
+                        help="the app server to link to")
+    parser.add_argument("--pool", type=int, default=2, metavar="N",
+                        help="links kept to the app server (default 2)")
+    parser.add_argument("--name", default="gw",
+                        help="prefix of this gateway's id; WebSocketIDs start with it")
+    parser.add_argument("--secret-file", metavar="PATH",
+                        help="the link secret (default: $WSGATE_SECRET)")
+    parser.add_argument("--max-message-bytes", type=int, default=1024 * 1024, metavar="N",
+                        help="largest message a browser may send; more closes with 1009")
+    parser.add_argument("--queue-timeout", type=float, default=10.0, metavar="S",
+                        help="how long a new socket waits for a free link before 503 "
+                             "(IRIS: Queued Request Timeout; default 10)")
+    parser.add_argument("--response-timeout", type=float, default=30.0, metavar="S",
+                        help="how long a worker may take to answer a handshake (default 30)")
+    parser.add_argument("--status-allow", action="append", default=[], metavar="CIDR",
+                        help="clients allowed to read /status and /metrics "
+                             "(default loopback only; repeatable)")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="exit when the parent process does (used by wsgate run)")
+
+
+def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
+    if args.pool < 1:
+        raise ValueError("--pool must be at least 1")
+    config = GatewayConfig(
+        appserver=parse_hostport(args.appserver), secret=load_secret(args.secret_file),
+        host=args.host, port=args.port, pool=args.pool,
+        gateway_id=new_gateway_id(args.name), max_message_bytes=args.max_message_bytes,
+        queue_timeout_s=args.queue_timeout, response_timeout_s=args.response_timeout,
+    )
+    if args.status_allow:
+        config.status_allow = tuple(ipaddress.ip_network(c, strict=False)
+                                    for c in args.status_allow)
+    return config
+
+
+async def _serve_gateway(config: GatewayConfig, exit_with_parent: bool) -> None:
+    from appserver.cli import watch_parent
+
+    gateway = Gateway(config)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            host, port = await nursery.start(gateway.serve)
+            shown = f"[{host}]" if ":" in host else host
+            print(f"wsgate gateway: serving http://{shown}:{port}/ (gateway {gateway.id}, "
+                  f"app server {config.appserver[0]}:{config.appserver[1]})", flush=True)
+            if exit_with_parent:
+                nursery.start_soon(watch_parent, nursery.cancel_scope)
+            async for signum in signals:
+                log.info("%s: stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    """``wsgate gateway``."""
+    configure_logging(args.log_level)
+    try:
+        config = _gateway_config(args)
+    except (ValueError, SecretError) as exc:
+        print(f"wsgate gateway: {exc}", flush=True)
+        return 2
+    try:
+        trio.run(_serve_gateway, config, args.exit_with_parent)
+    except OSError as exc:
+        print(f"wsgate gateway: cannot serve on {args.host}:{args.port}: {exc}", flush=True)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    from appserver.cli import add_arguments as add_appserver_arguments
+    from gateway.launcher import add_arguments as add_run_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="wsgate",
+        description="The IRIS WebSocket architecture in Python: a gateway, an app server "
+                    "of worker processes, and the tutorial's chat.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = (
+        ("run", "gateway + app server + SQLite on this machine (the quick start)",
+         add_run_arguments),
+        ("gateway", "the Web Gateway: holds browser sockets, links to an app server",
+         _add_gateway_arguments),
+        ("appserver", "the app server: a supervisor and worker processes",
+         add_appserver_arguments),
+    )
+    for name, help_text, add in commands:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        add(command)
+        command.add_argument("--log-level", default="INFO",
+                             choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``wsgate`` command; return its exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "gateway":
+        return run_gateway(args)
+    if args.command == "appserver":
+        from appserver.cli import run_appserver
+
+        return run_appserver(args)
+    from gateway.launcher import run
+
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The gateway: holds the browsers' sockets and multiplexes them over links to workers.
+
+IRIS's Web Gateway in one trio process. :class:`Gateway` accepts browser connections
+(handed to :mod:`gateway.http`, and to :mod:`gateway.websocket` on upgrade), keeps the
+:class:`~gateway.table.ConnectionTable`, and handles what the workers send over the
+links: handshake answers, writes by WebSocketID, closes and ``EndServer`` requests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+from collections import Counter
+
+import trio
+
+from gateway.config import GatewayConfig
+from gateway.frames import (
+    Accept,
+    Close,
+    End,
+    Ended,
+    Event,
+    Reject,
+    SocketState,
+    SocketStatus,
+    Write,
+    encode_frame,
+)
+from gateway.links import Link, LinkPool
+from gateway.net import listen_tcp
+from gateway.table import BrowserSocket, ConnectionTable, SocketPhase
+from gateway.wsframe import encode_message
+
+__all__ = ["Gateway", "serve_gateway"]
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """One gateway process's state; see the module docstring."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.id = config.gateway_id
+        self.table = ConnectionTable()
+        self.links = LinkPool(
+            self, config.appserver, size=config.pool, secret=config.secret,
+            gateway_id=config.gateway_id,
+        )
+        self.stats: Counter[str] = Counter()
+        self._ids = itertools.count(1)
+        self._dirty: set[BrowserSocket] = set()
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The nursery that outlives every socket (drain tasks run here)."""
+        assert self._nursery is not None, "the gateway is not serving"
+        return self._nursery
+
+    @property
+    def classes(self) -> frozenset[str]:
+        """Server classes the app server registered, as ``namespace/Package.Class``."""
+        for link in self.links.all_links():
+            return link.classes
+        return frozenset()
+
+    def new_wsid(self) -> str:
+        """A WebSocketID unique across gateways: ``<gateway id>-<n>``."""
+        return f"{self.id}-{next(self._ids)}"
+
+    def announce(self, wsid: str, status: SocketStatus) -> None:
+        """Tell every worker (the Registry) that a socket changed state."""
+        self.links.broadcast(encode_frame(SocketState(wsid, status)))
+
+    # --- serving ----------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
+        """Listen, keep the links up and serve until cancelled; report the bound address."""
+        from gateway.http import serve_connection  # the HTTP layer calls back into us
+
+        listener = listen_tcp(self.config.host, self.config.port)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self.links.run)
+                host, port = listener.getsockname()[:2]
+                task_status.started((host, port))
+                while True:
+                    await trio.lowlevel.wait_readable(listener)
+                    # Take every pending connection per wake: connect storms stay cheap.
+                    while True:
+                        try:
+                            sock, address = listener.accept()
+                        except BlockingIOError:
+                            break
+                        except OSError as exc:  # EMFILE and friends: log, back off
+                            log.error("accept failed: %s", exc)
+                            await trio.sleep(0.1)
+                            break
+                        sock.setblocking(False)
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        nursery.start_soon(serve_connection, self, sock, address[0])
+        finally:
+            listener.close()
+
+    # --- the links (LinkHandler) --------------------------------------------------------
+
+    def link_up(self, link: Link) -> None:
+        """Send a new link the Registry snapshot before anything else."""
+        for bs in self.table:
+            if bs.phase is SocketPhase.HANDSHAKE:
+                status = SocketStatus.CONNECTING
+            elif bs.phase is SocketPhase.OPEN:
+                status = SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE
+            else:
+                continue
+            link.send(SocketState(bs.wsid, status))
+
+    def link_event(self, link: Link, event: Event) -> None:
+        """Dispatch one event from a worker."""
+        if isinstance(event, Write):
+            self._handle_write(link, event)
+        elif isinstance(event, Accept | Reject):
+            self._handle_reply(link, event)
+        elif isinstance(event, Close):
+            self._handle_close(link, event)
+        elif isinstance(event, End):
+            self._handle_end(link, event)
+        else:  # the protocol's table admits nothing else from a worker
+            log.error("link %d: unexpected %s", link.id, type(event).__name__)
+
+    def link_batch_done(self, link: Link) -> None:
+        """Flush every socket the batch wrote to: one send per socket per batch."""
+        dirty, self._dirty = self._dirty, set()
+        nursery = self.nursery
+        for bs in dirty:
+            bs.flush(nursery)
+
+    def link_lost(self, link: Link) -> None:
+        """The worker behind ``link`` is gone: its sockets' servers are gone with it."""
+        for wsid in list(link.sockets):
+            bs = self.table.get(wsid)
+            if bs is None:
+                continue
+            bs.worker_told = True
+            if bs.phase is SocketPhase.HANDSHAKE:
+                bs.reply_ready.set()  # no reply will come: the handshake fails (502)
+            else:
+                bs.close_from_server(1011, "app server worker lost")
+                bs.flush(self.nursery)
+        link.sockets.clear()
+
+    def _handle_reply(self, link: Link, event: Accept | Reject) -> None:
+        bs = self.table.get(event.wsid)
+        if bs is None or bs.phase is not SocketPhase.HANDSHAKE or bs.link is not link:
+            log.warning("link %d: answer for unknown handshake wsid=%s", link.id, event.wsid)
+            return
+        bs.reply = event
+        bs.reply_ready.set()
+
+    def _handle_write(self, link: Link, event: Write) -> None:
+        bs = self.table.get(event.wsid)
+        if bs is None:
+            self.stats["writes_dropped"] += 1
+            log.debug("wsid=%s write dropped: no such socket", event.wsid)
+            return
+        if not bs.shared and bs.link is not link:
+            self.stats["writes_dropped"] += 1
+            log.warning("wsid=%s write from link %d refused: the socket is private to "
+                        "link %d", event.wsid, link.id, bs.link.id if bs.link else -1)
+            return
+        if bs.queue(encode_message(event.payload, binary=event.binary)):
+            self.stats["frames_out"] += 1
+            self.stats["bytes_out"] += len(event.payload)
+            self._dirty.add(bs)
+
+    def _handle_close(self, link: Link, event: Close) -> None:
+        bs = self.table.get(event.wsid)
+        if bs is None:
+            return
+        if link is bs.link:
+            bs.worker_told = True
+        if bs.close_from_server(event.code, event.reason):
+            self._dirty.add(bs)
+
+    def _handle_end(self, link: Link, event: End) -> None:
+        bs = self.table.get(event.wsid)
+        first = False
+        if bs is not None and not bs.worker_told:
+            first = bs.close_from_server(event.code, event.reason)
+            if first:
+                self._dirty.add(bs)
+                bs.worker_told = True
+                home = bs.link
+                if home is not None and home is not link and home.up:
+                    home.send(Close(bs.wsid, event.code, event.reason, ended=True))
+        link.send(Ended(event.request_id, first))
+
+
+async def serve_gateway(
+    config: GatewayConfig,
+    *,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a gateway until cancelled (``await nursery.start(serve_gateway, config)``)."""
+    await Gateway(config).serve(task_status=task_status)

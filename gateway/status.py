@@ -1,0 +1,103 @@
+"""The Web Gateway's System Status (JSON for tools, HTML for people) and its metrics."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+if TYPE_CHECKING:
+    from gateway.server import Gateway
+
+__all__ = ["render_metrics", "render_status_html", "status_snapshot"]
+
+
+def status_snapshot(gw: Gateway) -> dict[str, Any]:
+    """Links, the worker behind each, its mode and the sockets on it; socket counts."""
+    now = trio.current_time()
+    links = [
+        {
+            "link": link.id,
+            "worker_pid": link.worker_pid,
+            "appserver": link.appserver_id,
+            "mode": link.mode,
+            "sockets": sorted(link.sockets, key=_id_order),
+            "frames_in": link.frames_in,
+            "frames_out": link.frames_out,
+            "queued_bytes": link.out.pending,
+            "up_s": round(now - link.since, 1),
+        }
+        for link in sorted(gw.links.all_links(), key=lambda link: link.id)
+    ]
+    sockets = list(gw.table)
+    return {
+        "gateway": gw.id,
+        "appserver": "{}:{}".format(*gw.config.appserver),
+        "pool": gw.config.pool,
+        "links": links,
+        "sockets": {
+            "total": len(sockets),
+            "shared": sum(1 for bs in sockets if bs.shared and bs.ws is not None),
+            "private": sum(1 for bs in sockets if not bs.shared and bs.ws is not None),
+            "handshaking": sum(1 for bs in sockets if bs.ws is None),
+        },
+    }
+
+
+def _id_order(wsid: str) -> tuple[str, int]:
+    prefix, _, number = wsid.rpartition("-")
+    return (prefix, int(number) if number.isdigit() else 0)
+
+
+def render_status_html(snapshot: dict[str, Any]) -> str:
+    """The System Status as a small HTML page."""
+    rows = "".join(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+            link["link"], link["worker_pid"], html.escape(link["mode"]),
+            len(link["sockets"]), html.escape(", ".join(link["sockets"][:50])),
+        )
+        for link in snapshot["links"]
+    )
+    counts = snapshot["sockets"]
+    return (
+        "<!doctype html><meta charset=utf-8><title>wsgate status</title>"
+        "<style>body{font:14px sans-serif;margin:2em}td,th{padding:4px 10px;"
+        "border-bottom:1px solid #ddd;text-align:left}</style>"
+        f"<h1>Gateway {html.escape(snapshot['gateway'])}</h1>"
+        f"<p>App server {html.escape(snapshot['appserver'])}; "
+        f"{counts['total']} sockets ({counts['shared']} shared, {counts['private']} private)</p>"
+        "<table><tr><th>Link</th><th>Worker PID</th><th>Mode</th><th>Sockets</th>"
+        f"<th>Socket ids</th></tr>{rows}</table>"
+    )
+
+
+def render_metrics(gw: Gateway) -> str:
+    """Prometheus text exposition of the gateway's counters and gauges."""
+    snapshot = status_snapshot(gw)
+    counts = snapshot["sockets"]
+    lines = [
+        "# HELP wsgate_gateway_sockets Open browser sockets by mode.",
+        "# TYPE wsgate_gateway_sockets gauge",
+        f'wsgate_gateway_sockets{{mode="shared"}} {counts["shared"]}',
+        f'wsgate_gateway_sockets{{mode="private"}} {counts["private"]}',
+        f'wsgate_gateway_sockets{{mode="handshaking"}} {counts["handshaking"]}',
+        "# HELP wsgate_gateway_links Links to app-server workers that are up.",
+        "# TYPE wsgate_gateway_links gauge",
+        f"wsgate_gateway_links {len(snapshot['links'])}",
+    ]
+    counters = {
+        "frames_in": "Messages received from browsers.",
+        "frames_out": "Messages sent to browsers.",
+        "bytes_in": "Bytes received from browsers.",
+        "bytes_out": "Payload bytes sent to browsers.",
+        "sockets_opened": "Browser sockets opened.",
+        "sockets_closed": "Browser sockets closed.",
+        "sockets_dropped": "Browser sockets dropped as too slow.",
+        "writes_dropped": "Writes for sockets that were gone or not the writer's.",
+    }
+    for key, help_text in counters.items():
+        name = f"wsgate_gateway_{key}_total"
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter",
+                  f"{name} {gw.stats[key]}"]
+    return "\n".join(lines) + "\n"

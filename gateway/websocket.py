@@ -1,0 +1,209 @@
+"""One browser WebSocket on the gateway: handshake through a worker, then read until closed.
+
+The HTTP layer (:mod:`gateway.http`) parses the upgrade request with h11 and hands it
+here with the bytes that followed it (hypercorn's pattern). We ask a worker to run
+``OnPreServer`` (an ``Open`` frame), and only when it accepts do we answer 101; wsproto
+validates the upgrade, parses the browser's frames and does the closing handshake.
+Outbound data frames are encoded by :mod:`gateway.wsframe` and queued by the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import h11
+import trio
+from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Request,
+    TextMessage,
+)
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
+
+from gateway.frames import Accept, Close, Data, Open, SocketStatus
+from gateway.net import receive_some
+from gateway.server import Gateway
+from gateway.table import BrowserSocket, SocketPhase
+
+__all__ = ["Rejection", "serve_websocket"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """The handshake failed: answer with this HTTP status and readable body."""
+
+    status: int
+    body: str
+
+
+async def serve_websocket(
+    gw: Gateway, bs: BrowserSocket, request: h11.Request, trailing: bytes
+) -> Rejection | None:
+    """Run one socket from its upgrade request to its close.
+
+    Returns a :class:`Rejection` when the handshake fails (the caller answers it), or
+    None once an accepted socket has closed. The caller owns and closes the TCP socket.
+    """
+    handshake = H11Handshake(ConnectionType.SERVER)
+    try:
+        handshake.initiate_upgrade_connection(list(request.headers), request.target)
+        upgrade = next(handshake.events())
+    except RemoteProtocolError as exc:
+        return Rejection(400, f"bad WebSocket handshake: {exc}")
+    assert isinstance(upgrade, Request)
+
+    gw.table.add(bs)
+    announced = False
+    try:
+        link = await gw.links.acquire(gw.config.queue_timeout_s)
+        if link is None:
+            gw.stats["sockets_refused_busy"] += 1
+            return Rejection(
+                503,
+                f"All app server workers are busy: no link was free within "
+                f"{gw.config.queue_timeout_s:g} s (IRIS: Queued Request Timeout). "
+                "Try again later.",
+            )
+        bs.link = link
+        link.sockets.add(bs.wsid)
+        gw.announce(bs.wsid, SocketStatus.CONNECTING)
+        announced = True
+        target = urlsplit(request.target.decode("latin-1"))
+        link.send(Open(
+            bs.wsid, bs.class_name, target.path, target.query,
+            tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers),
+            bs.client_address,
+        ))
+        with trio.move_on_after(gw.config.response_timeout_s):
+            await bs.reply_ready.wait()
+        reply = bs.reply
+        if not isinstance(reply, Accept):
+            return _refusal(gw, bs, reply)
+        await _accepted(gw, bs, handshake, reply, trailing)
+        return None
+    finally:
+        _finish(gw, bs, announced)
+
+
+def _refusal(gw: Gateway, bs: BrowserSocket, reply: object) -> Rejection:
+    bs.close_code = 1006
+    if reply is None:
+        if bs.worker_told:
+            return Rejection(502, "The app server worker was lost during the handshake.")
+        return Rejection(
+            504, f"The app server did not answer the handshake within "
+                 f"{gw.config.response_timeout_s:g} s (IRIS: Server Response Timeout).",
+        )
+    bs.worker_told = True  # the worker refused it: it knows
+    status = getattr(reply, "status", 500)
+    body = getattr(reply, "body", "")
+    return Rejection(status, body)
+
+
+async def _accepted(
+    gw: Gateway, bs: BrowserSocket, handshake: H11Handshake, reply: Accept, trailing: bytes
+) -> None:
+    bs.shared = reply.shared
+    bs.binary = reply.binary
+    bs.reader_scope = trio.CancelScope()
+    if not reply.shared and bs.link is not None:
+        bs.link.private_wsid = bs.wsid
+    # extensions=[]: no permessage-deflate, so one encoded frame serves every socket.
+    response = handshake.send(AcceptConnection(extensions=[]))
+    ws = handshake.connection
+    assert ws is not None
+    bs.ws = ws
+    bs.out.push_unchecked(response)
+    for frame in bs.early:
+        bs.out.push_unchecked(frame)
+    bs.early.clear()
+    bs.phase = SocketPhase.OPEN
+    gw.announce(bs.wsid, SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE)
+    gw.stats["sockets_opened"] += 1
+    if bs.pending_close is not None:
+        pending, bs.pending_close = bs.pending_close, None
+        bs.close_from_server(*pending)
+    bs.flush(gw.nursery)
+    log.debug("wsid=%s open (%s) on link %d from %s", bs.wsid, bs.mode,
+              bs.link.id if bs.link else -1, bs.client_address)
+    ws.receive_data(trailing)
+    with bs.reader_scope:
+        await _read_loop(gw, bs)
+
+
+async def _read_loop(gw: Gateway, bs: BrowserSocket) -> None:
+    ws = bs.ws
+    assert ws is not None
+    limit = gw.config.max_message_bytes
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        for event in ws.events():
+            if isinstance(event, TextMessage | BytesMessage):
+                if bs.phase is not SocketPhase.OPEN:
+                    continue  # data after our close frame is discarded (RFC 6455 7.1.2)
+                chunk = event.data.encode() if isinstance(event, TextMessage) else event.data
+                size += len(chunk)
+                if size > limit:
+                    parts, size = [], 0
+                    gw.stats["messages_too_big"] += 1
+                    log.info("wsid=%s closed: message over %d bytes", bs.wsid, limit)
+                    bs.close_from_server(1009, f"message too big (limit {limit} bytes)")
+                    bs.flush(gw.nursery)
+                    continue
+                parts.append(bytes(chunk))
+                if event.message_finished:
+                    payload = parts[0] if len(parts) == 1 else b"".join(parts)
+                    parts, size = [], 0
+                    _forward(gw, bs, isinstance(event, BytesMessage), payload)
+            elif isinstance(event, Ping):
+                bs.out.push_unchecked(ws.send(event.response()))
+                bs.flush(gw.nursery)
+            elif isinstance(event, CloseConnection):
+                if ws.state is ConnectionState.REMOTE_CLOSING:
+                    bs.out.push_unchecked(ws.send(event.response()))
+                    bs.out.try_send()
+                if bs.phase is SocketPhase.OPEN:  # the browser closed first
+                    bs.close_code, bs.close_reason = event.code, event.reason or ""
+                return
+        if ws.state is ConnectionState.CLOSED:
+            return
+        data = await receive_some(bs.sock)
+        gw.stats["bytes_in"] += len(data)
+        ws.receive_data(data or None)
+
+
+def _forward(gw: Gateway, bs: BrowserSocket, binary: bool, payload: bytes) -> None:
+    link = bs.link
+    if link is None or not link.up:
+        return
+    gw.stats["frames_in"] += 1
+    link.send(Data(bs.wsid, binary, payload))
+
+
+def _finish(gw: Gateway, bs: BrowserSocket, announced: bool) -> None:
+    """Forget the socket everywhere, exactly once, however it ended."""
+    bs.phase = SocketPhase.CLOSED
+    gw.table.remove(bs.wsid)
+    link = bs.link
+    if link is not None:
+        link.sockets.discard(bs.wsid)
+        if link.up and announced and not bs.worker_told:
+            link.send(Close(bs.wsid, bs.close_code, bs.close_reason))
+        if link.private_wsid == bs.wsid:
+            link.private_wsid = None
+    if announced:
+        gw.announce(bs.wsid, SocketStatus.CLOSED)
+    bs.out.try_send()  # a last close frame, if the kernel takes it
+    bs.out.closed = True
+    if bs.ws is not None:
+        gw.stats["sockets_closed"] += 1

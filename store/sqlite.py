@@ -1,0 +1,176 @@
+"""The chat's store on SQLite, through sqlite-utils: synchronous and trio-free.
+
+One file is shared by every worker process of an app server. WAL lets readers run
+beside the one writer, and a busy timeout makes writers queue instead of failing.
+``synchronous=NORMAL`` in WAL mode keeps every committed row across a process crash
+(a power cut may lose the last commits, never corrupt the file).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import sqlite_utils
+
+from store.migrations import MIGRATIONS, apply_migrations, schema_version
+
+__all__ = ["BUSY_TIMEOUT_MS", "ChatStore", "SchemaError", "StoredMessage", "open_database"]
+
+BUSY_TIMEOUT_MS = 10_000
+
+StoredMessage = tuple[int, str]  # (id, raw text)
+
+
+class SchemaError(Exception):
+    """The database's schema is older or newer than this code's."""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def open_database(path: str | Path | None, *, migrate: bool = True) -> sqlite_utils.Database:
+    """Open (and by default migrate) the store; ``None`` means an in-memory database.
+
+    The connection may be used from one thread other than its creator's
+    (``check_same_thread=False``); :class:`store.aio.AsyncStore` makes sure it is only
+    ever used by one thread at a time.
+    """
+    target = ":memory:" if path is None else str(path)
+    conn = sqlite3.connect(target, check_same_thread=False, isolation_level=None,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if path is not None:
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if migrate:
+        apply_migrations(conn)
+    else:
+        version = schema_version(conn)
+        latest = MIGRATIONS[-1].version
+        if version != latest:
+            raise SchemaError(f"the store at {target} has schema {version}, this code "
+                              f"needs {latest}: run the app server once to migrate it")
+    return sqlite_utils.Database(conn)
+
+
+class ChatStore:
+    """The tables that replace ``^Chat.*``; every method is one short transaction."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+
+    @classmethod
+    def open(cls, path: str | Path | None, *, migrate: bool = True) -> ChatStore:
+        """Open the store at ``path`` (None: in memory)."""
+        return cls(open_database(path, migrate=migrate))
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def _write(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        return self.db.execute(sql, params)
+
+    # ^Chat.WebSocketConnections
+    def add_connection(self, wsid: str, room: str = "default", mode: str = "shared",
+                       gateway: str = "") -> None:
+        """``set ^Chat.WebSocketConnections(wsid)=""``."""
+        self._write(
+            "INSERT OR REPLACE INTO connections (wsid, room, mode, gateway, opened_at) "
+            "VALUES (?, ?, ?, ?, ?)", (wsid, room, mode, gateway, _now()),
+        )
+
+    def remove_connection(self, wsid: str) -> bool:
+        """``kill ^Chat.WebSocketConnections(wsid)``; True if it was there."""
+        return self._write("DELETE FROM connections WHERE wsid = ?", (wsid,)).rowcount > 0
+
+    def connections(self, room: str | None = None) -> list[str]:
+        """Connection ids in ``$ORDER`` (string) order, of one room or of all."""
+        if room is None:
+            rows = self.db.execute("SELECT wsid FROM connections ORDER BY wsid")
+        else:
+            rows = self.db.execute(
+                "SELECT wsid FROM connections WHERE room = ? ORDER BY wsid", (room,))
+        return [row[0] for row in rows.fetchall()]
+
+    def connection_room(self, wsid: str) -> str | None:
+        """The room a connection joined, or None if it is not open."""
+        row = self.db.execute("SELECT room FROM connections WHERE wsid = ?",
+                              (wsid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # ^Chat.Users
+    def set_alias(self, wsid: str, alias: str, room: str = "default") -> None:
+        """Name a socket's user. A rename replaces the name and keeps the join position."""
+        self._write(
+            "INSERT INTO users (wsid, alias, room) VALUES (?, ?, ?) "
+            "ON CONFLICT (wsid) DO UPDATE SET alias = excluded.alias",
+            (wsid, alias, room),
+        )
+
+    def remove_user(self, wsid: str) -> str | None:
+        """Remove a socket's user; return the alias it had, or None."""
+        row = self.db.execute("DELETE FROM users WHERE wsid = ? RETURNING alias",
+                              (wsid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def userlist(self, room: str = "default") -> list[str]:
+        """Aliases of a room's users, in join order."""
+        rows = self.db.execute("SELECT alias FROM users WHERE room = ? ORDER BY id", (room,))
+        return [row[0] for row in rows.fetchall()]
+
+    def alias(self, wsid: str) -> str | None:
+        """``$get(^Chat.Users(wsid))``."""
+        row = self.db.execute("SELECT alias FROM users WHERE wsid = ?", (wsid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # ^Chat.Messages
+    def add_message(self, raw: str, *, wsid: str = "", room: str = "default",
+                    author: str = "") -> int:
+        """``set mid=$INCREMENT(^Chat.Messages), ^Chat.Messages(mid)=raw``; return mid."""
+        cursor = self._write(
+            "INSERT INTO messages (raw, room, wsid, author, sent) VALUES (?, ?, ?, ?, ?)",
+            (raw, room, wsid, author, _now()),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def message(self, mid: int) -> str | None:
+        """``$GET(^Chat.Messages(mid))``."""
+        row = self.db.execute("SELECT raw FROM messages WHERE id = ?", (mid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def messages_after(self, room: str, after_id: int, limit: int = 1000) -> list[StoredMessage]:
+        """Messages of a room with ids above ``after_id``, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, raw FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?",
+            (room, after_id, limit),
+        )
+        return [(int(r[0]), str(r[1])) for r in rows.fetchall()]
+
+    def last_message_id(self, room: str | None = None) -> int:
+        """The highest message id (of a room, or overall); 0 when there is none."""
+        if room is None:
+            row = self.db.execute("SELECT max(id) FROM messages").fetchone()
+        else:
+            row = self.db.execute("SELECT max(id) FROM messages WHERE room = ?",
+                                  (room,)).fetchone()
+        return int(row[0] or 0)
+
+    # ^Chat.Errors
+    def log_error(self, kind: str, detail: str = "", wsid: str = "") -> int:
+        """``set ^Chat.Errors($INCREMENT(^Chat.Errors), ...)``; return the error's id."""
+        cursor = self._write(
+            "INSERT INTO errors (wsid, kind, detail, at) VALUES (?, ?, ?, ?)",
+            (wsid, kind, detail, _now()),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def errors(self) -> list[dict[str, object]]:
+        """Every recorded error, oldest first."""
+        return list(self.db["errors"].rows_where(order_by="id"))
