@@ -262,7 +262,7 @@ class LinkConnection:
 
     def _next_event(self) -> Event | None:
         available = len(self._buffer) - self._offset
-        if available < 5:
+        if available < 4:
             if self._eof and available:
                 raise LinkProtocolError("link closed in the middle of a frame")
             return None

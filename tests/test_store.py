@@ -1,0 +1,114 @@
+"""The SQLite store that replaces ^Chat.*: schema, ids, users, rooms, concurrency."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from store import AsyncStore, ChatStore, SchemaError
+from store.migrations import MIGRATIONS, apply_migrations, schema_version
+
+
+@pytest.fixture
+def store() -> ChatStore:
+    return ChatStore.open(None)
+
+
+def test_migrations_apply_once(tmp_path: Path) -> None:
+    """A new file gets every migration; opening it again applies none."""
+    path = tmp_path / "s.db"
+    ChatStore.open(path).close()
+    conn = sqlite3.connect(path)
+    assert schema_version(conn) == MIGRATIONS[-1].version
+    assert apply_migrations(conn) == []
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"connections", "users", "messages", "errors", "schema_migrations"} <= tables
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_unmigrated_store_is_refused(tmp_path: Path) -> None:
+    """Opening without migrating a file whose schema is behind says what to do."""
+    with pytest.raises(SchemaError, match="run the app server once"):
+        ChatStore.open(tmp_path / "new.db", migrate=False)
+
+
+def test_message_ids_count_like_increment(store: ChatStore) -> None:
+    """Message ids are 1, 2, 3, ... and are never reused after a delete."""
+    ids = [store.add_message(f'{{"Message":"{i}"}}') for i in range(3)]
+    assert ids == [1, 2, 3]
+    store.db.execute("DELETE FROM messages WHERE id = 3")
+    assert store.add_message("x") == 4
+    assert store.message(2) == '{"Message":"1"}'
+    assert store.message(3) is None
+
+
+def test_rename_keeps_join_order_and_removal_is_by_socket(store: ChatStore) -> None:
+    """A rename replaces the name in place; removal takes that socket's entry only."""
+    store.set_alias("g-1", "ann")
+    store.set_alias("g-2", "bob")
+    store.set_alias("g-3", "ann")
+    store.set_alias("g-1", "anna")
+    assert store.userlist() == ["anna", "bob", "ann"]
+    assert store.remove_user("g-3") == "ann"
+    assert store.userlist() == ["anna", "bob"]
+    assert store.remove_user("g-3") is None
+
+
+def test_rooms_scope_connections_users_and_messages(store: ChatStore) -> None:
+    """Each room sees only its own connections, users and messages."""
+    store.add_connection("g-1", "red")
+    store.add_connection("g-2", "blue")
+    store.add_connection("g-10", "red")
+    store.set_alias("g-1", "ann", "red")
+    store.set_alias("g-2", "bob", "blue")
+    store.add_message("r1", room="red")
+    store.add_message("b1", room="blue")
+    assert store.connections("red") == ["g-1", "g-10"]
+    assert store.userlist("blue") == ["bob"]
+    assert store.messages_after("red", 0) == [(1, "r1")]
+    assert store.connection_room("g-2") == "blue"
+    assert store.remove_connection("g-2")
+    assert not store.remove_connection("g-2")
+
+
+def _writer(path: str, count: int) -> None:
+    s = ChatStore.open(path, migrate=False)
+    for i in range(count):
+        s.add_message(f"m{i}")
+    s.close()
+
+
+def test_processes_share_one_file_without_losing_writes(tmp_path: Path) -> None:
+    """Four processes writing at once: every message stored once, ids dense 1..n."""
+    path = tmp_path / "shared.db"
+    ChatStore.open(path).close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), 200)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    s = ChatStore.open(path)
+    ids = [r[0] for r in s.db.execute("SELECT id FROM messages ORDER BY id")]
+    assert ids == list(range(1, 801))
+
+
+async def test_async_store_runs_off_the_event_loop() -> None:
+    """AsyncStore calls run in a worker thread, one at a time, and return results."""
+    store = AsyncStore(ChatStore.open(None))
+    results: list[int] = []
+
+    async def add(i: int) -> None:
+        results.append(await store.run(ChatStore.add_message, f"m{i}", room="r"))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(add, i)
+    assert sorted(results) == list(range(1, 21))
+    assert len(await store.run(ChatStore.messages_after, "r", 0)) == 20
