@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Quick start, command 2: install everything the tests need and run them all:
+# ruff, mypy (strict) and pytest, browser tests included. Arguments go to pytest.
+#   ./scripts/test.sh
+#   ./scripts/test.sh -k chat -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/venv.sh
+
+# System packages the tests drive for real, installed with apt-get when missing:
+# Chromium for the browser tests (a CJK font so screenshots show every glyph).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || missing+=(fonts-wqy-zenhei)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing with apt-get: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+ensure_venv
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+echo "== ruff" >&2
+"$VENV/bin/ruff" check .
+echo "== mypy (strict)" >&2
+"$VENV/bin/mypy"
+echo "== pytest" >&2
+exec "$VENV/bin/pytest" "$@"
