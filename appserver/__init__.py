@@ -2,8 +2,10 @@
 
 from appserver.errors import (
     ClientClosed,
+    HandshakeRejected,
     NotBound,
     OpenServerError,
+    PrivateSocket,
     ReadTimeout,
     SocketGone,
     WebSocketError,
@@ -12,9 +14,11 @@ from appserver.websocket import HandshakeRequest, WebSocket
 
 __all__ = [
     "ClientClosed",
+    "HandshakeRejected",
     "HandshakeRequest",
     "NotBound",
     "OpenServerError",
+    "PrivateSocket",
     "ReadTimeout",
     "SocketGone",
     "WebSocket",

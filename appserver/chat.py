@@ -14,6 +14,13 @@ Wire shapes (as in the tutorial):
   every socket of the room, the sender included; ``{"Type": "userlist", "Users":
   [{"User": alias}, ...]}`` in join order; and (an addition) ``{"Type": "Error",
   "Message": why}`` to a socket whose input was refused.
+
+Both IRIS modes, chosen per socket in OnPreServer: the handshake's ``?mode=shared`` or
+``?mode=private``, else the app server's ``--mode`` (default shared). A shared socket
+gets new messages pushed by ``SendData`` (``OpenServer(id).Write``). IRIS refuses
+``OpenServer`` on a private socket, so a private socket's ``Server()`` delivers new
+messages itself, by polling the store on each ``Read`` timeout (one second, as in the
+tutorial). Shared and private sockets of one room chat with each other.
 """
 
 from __future__ import annotations
@@ -25,16 +32,24 @@ import logging
 import time
 from typing import Any
 
-from appserver.errors import ClientClosed, ReadTimeout, WebSocketError
+from appserver.errors import (
+    ClientClosed,
+    HandshakeRejected,
+    PrivateSocket,
+    ReadTimeout,
+    WebSocketError,
+)
 from appserver.websocket import WebSocket
-from store.sqlite import ChatStore
+from store.sqlite import ChatMessage, ChatStore
 
 __all__ = ["ChatServer"]
 
 log = logging.getLogger(__name__)
 
-#: The tutorial's ``Read(.size, .sc, 1)``: a one-second read timeout.
+#: The tutorial's ``Read(.size, .sc, 1)``: a one-second read timeout (``--set
+#: read-timeout=S`` changes it; private sockets poll the store at this interval).
 READ_TIMEOUT_S = 1.0
+MODES = ("shared", "private")
 MAX_ALIAS_CHARS = 64
 STATUS_TEXT = "status update, this shouldn't be processed as message"
 
@@ -53,6 +68,19 @@ def _json(value: dict[str, Any]) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def chat_event(row: ChatMessage) -> dict[str, Any]:
+    """ProcessMessage's stamping: a stored message as every socket receives it."""
+    stored = json.loads(row.raw)
+    # Fix: only Message and Author are relayed, so a client cannot forge other keys.
+    # Sent is when the message was stored: the same for pushed and polled deliveries.
+    return {"Message": stored["Message"], "Author": stored.get("Author", "unknown"),
+            "Type": "Chat", "Sent": row.sent}
+
+
+def _userlist(users: list[str]) -> dict[str, Any]:
+    return {"Type": "userlist", "Users": [{"User": u} for u in users]}
+
+
 class BadInput(Exception):
     """A client message the chat refuses; the text goes back to the sender."""
 
@@ -65,27 +93,49 @@ class ChatServer(WebSocket):
     def __init__(self) -> None:
         super().__init__()
         self.room = "default"
+        self._seen_id = 0  # private mode: the last message delivered by polling
+        self._users: list[str] = []  # the last user list this socket was sent
 
     async def OnPreServer(self) -> None:
-        """Choose shared mode; record the connection (``^Chat.WebSocketConnections``)."""
-        self.SharedConnection = 1
+        """Choose the mode; record the connection (``^Chat.WebSocketConnections``)."""
+        request = self.request
+        mode = (request.get("mode") if request else None) or self.settings.get("mode",
+                                                                               "shared")
+        if mode not in MODES:
+            raise HandshakeRejected(400, f"mode must be shared or private, not {mode!r}")
+        self.SharedConnection = 1 if mode == "shared" else 0
         # Fix: the rooms variant recorded ?room= and never used it; here it scopes
         # broadcasts and the user list.
-        if self.request is not None:
-            self.room = (self.request.get("room") or "default")[:64]
+        self.room = ((request.get("room") if request else None) or "default")[:64]
         if self.WebSocketID:
             await self.store.run(ChatStore.add_connection, self.WebSocketID, self.room,
-                                 "shared", self.GWClientAddress)
+                                 mode, self.GWClientAddress)
         else:
             await self.store.run(ChatStore.log_error, "no websocketid defined")
 
+    @property
+    def read_timeout_s(self) -> float:
+        """Read's timeout: the tutorial's second, or ``--set read-timeout=S``."""
+        return float(self.settings.get("read-timeout", READ_TIMEOUT_S))
+
     async def Server(self) -> None:
         """Status to this socket, then read and dispatch until the client closes."""
+        private = not self.SharedConnection
+        if private:  # also when the gateway's Registry forced a shared request private
+            await self.store.run(ChatStore.set_connection_mode, self.WebSocketID, "private")
+            self._seen_id = await self.store.run(ChatStore.last_message_id, self.room)
         await self.StatusUpdate(self.WebSocketID)
+        # Fix: a new socket gets the current user list (the tutorial's page showed an
+        # empty ONLINE USERS until somebody's alias changed).
+        self._users = await self.store.run(ChatStore.userlist, self.room)
+        if self._users:
+            await self.Write(_json(_userlist(self._users)))
         while True:
             try:
                 data = await self._read_message()
             except ReadTimeout:
+                if private:
+                    await self._poll()
                 continue
             except ClientClosed:
                 await self.store.run(ChatStore.remove_connection, self.WebSocketID)
@@ -95,12 +145,24 @@ class ChatServer(WebSocket):
                 await self.Dispatch(data)
             except BadInput as exc:
                 await self._refuse(str(exc))
+            if private:
+                await self._poll()
+
+    async def _poll(self) -> None:
+        """Private mode: deliver what the store gained since the last poll."""
+        for row in await self.store.run(ChatStore.messages_after, self.room, self._seen_id):
+            await self.Write(_json(chat_event(row)))
+            self._seen_id = row.id
+        users = await self.store.run(ChatStore.userlist, self.room)
+        if users != self._users:
+            self._users = users
+            await self.Write(_json(_userlist(users)))
 
     async def _read_message(self) -> str | bytes:
         # Fix: a message longer than Read's size comes in pieces; join them.
-        pieces = [await self.Read(timeout=READ_TIMEOUT_S)]
+        pieces = [await self.Read(timeout=self.read_timeout_s)]
         while not self.AtEnd:
-            pieces.append(await self.Read(timeout=READ_TIMEOUT_S))
+            pieces.append(await self.Read(timeout=self.read_timeout_s))
         if isinstance(pieces[0], bytes):
             return b"".join(p if isinstance(p, bytes) else p.encode() for p in pieces)
         return "".join(p if isinstance(p, str) else p.decode() for p in pieces)
@@ -137,29 +199,30 @@ class ChatServer(WebSocket):
 
     async def StatusUpdate(self, wsid: str) -> None:
         """Send this socket its id, through OpenServer as the tutorial does."""
-        status = {"Type": "Status", "Message": _b64(STATUS_TEXT), "WSID": wsid}
+        status = _json({"Type": "Status", "Message": _b64(STATUS_TEXT), "WSID": wsid})
+        if not self.SharedConnection:  # OpenServer refuses private sockets (IRIS)
+            await self.Write(status)
+            return
         ws = type(self)()
         await ws.OpenServer(wsid)
-        await ws.Write(_json(status))
+        await ws.Write(status)
 
     async def ProcessMessage(self, mid: int) -> None:
         """Stamp a stored message with Type and Sent, then send it to the room."""
-        raw = await self.store.run(ChatStore.message, mid)
-        if raw is None:
-            return
-        stored = json.loads(raw)
-        # Fix: only Message and Author are relayed, so a client cannot forge other keys.
-        msg = {"Message": stored["Message"], "Author": stored.get("Author", "unknown"),
-               "Type": "Chat", "Sent": _now()}
-        await self.SendData(msg)
+        row = await self.store.run(ChatStore.message, mid)
+        if row is not None:
+            await self.SendData(chat_event(row))
 
     async def SendData(self, data: dict[str, Any]) -> None:
-        """Write ``data`` to every connection of the room, the sender included."""
+        """Write ``data`` to every shared connection of the room, the sender included;
+        private connections poll the store instead."""
         text = _json(data)
-        for c in await self.store.run(ChatStore.connections, self.room):
+        for c in await self.store.run(ChatStore.connections, self.room, "shared"):
             ws = type(self)()
             try:
                 await ws.OpenServer(c)
+            except PrivateSocket:
+                continue  # forced private by the gateway after it was recorded: it polls
             except WebSocketError:
                 await self.HandleError(c, "open")
                 continue  # Fix: the tutorial wrote even after the open failed.
@@ -201,7 +264,7 @@ class ChatServer(WebSocket):
 
     async def _send_userlist(self) -> None:
         users = await self.store.run(ChatStore.userlist, self.room)
-        await self.SendData({"Type": "userlist", "Users": [{"User": u} for u in users]})
+        await self.SendData(_userlist(users))
 
     async def _refuse(self, why: str) -> None:
         log.info("wsid=%s bad input: %s", self.WebSocketID, why)

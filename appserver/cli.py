@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 
 import trio
 
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
                         help="serve a WebSocket server class (repeatable); the chat is "
                              "always served")
+    parser.add_argument("--mode", choices=["shared", "private"], default="shared",
+                        help="the chat's mode when the handshake has no ?mode= "
+                             "(default shared)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         dest="settings", help="an option for server classes (repeatable)")
     parser.add_argument("--id", default="as", dest="appserver_id",
@@ -71,7 +75,8 @@ def build_config(args: argparse.Namespace) -> AppServerConfig:
         secret=load_secret(args.secret_file), host=host, port=port, workers=args.workers,
         max_workers=max_workers, idle_timeout_s=args.idle_timeout,
         db=os.path.abspath(args.db), apps=tuple(args.app),
-        settings=_settings(args.settings), appserver_id=args.appserver_id,
+        settings={"mode": args.mode, **_settings(args.settings)},
+        appserver_id=args.appserver_id,
         log_level=args.log_level,
     )
 
@@ -105,6 +110,10 @@ async def _serve(config: AppServerConfig, class_names: tuple[str, ...],
 def run_appserver(args: argparse.Namespace) -> int:
     """``wsgate appserver``."""
     configure_logging(args.log_level)
+    # --app modules are found from the working directory, as gunicorn and uvicorn do;
+    # workers start with `python -m`, which puts it on their path too.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         config = build_config(args)
         classes = load_classes(config.apps)

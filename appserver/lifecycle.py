@@ -12,22 +12,29 @@ runs ``OnPreServer`` and answers the gateway with the mode it chose. Then:
 
 ``OnPostServer`` runs exactly once, after the socket has ended: when the client closes,
 when ``Server()`` crashes (1011), or inside ``EndServer`` (on the worker that called it).
+
+A private socket needs a worker that serves nothing else. The gateway sends handshakes
+to an empty worker when it has one, so the handshake worker normally keeps the socket.
+When it already serves other sockets, the socket moves instead: the worker sends its
+attributes to the gateway (``Handoff``), which opens a dedicated link and hands them to
+a fresh worker (``Adopt``); OnPreServer is never run twice.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 
 import trio
 
-from appserver.errors import ClientClosed, WebSocketError
+from appserver.errors import ClientClosed, HandshakeRejected, WebSocketError
 from appserver.port import SocketPort
 from appserver.runtime import SHUTDOWN_GRACE_S, WorkerRuntime
-from appserver.websocket import HandshakeRequest
-from gateway.frames import Accept, Close, Open, Reject
+from appserver.websocket import HandshakeRequest, WebSocket
+from gateway.frames import Accept, Adopt, Close, Handoff, Open, Reject
 from gateway.links import Link
 
-__all__ = ["after_server", "run_server", "serve_socket"]
+__all__ = ["adopt_socket", "after_server", "run_server", "serve_socket"]
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +47,11 @@ def _session_id(request: HandshakeRequest) -> str:
     return ""
 
 
-async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
-    """Take one handshake: OnPreServer, answer the gateway, start or run Server()."""
+def _new_instance(runtime: WorkerRuntime, link: Link, event: Open) -> SocketPort | None:
     cls = runtime.classes.get(event.class_name)
     if cls is None:
         link.send(Reject(event.wsid, 404, f"no server class {event.class_name}"))
-        return
+        return None
     instance = cls()
     port = SocketPort(event.wsid, link, instance)
     instance.bind(port)
@@ -54,26 +60,83 @@ async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
                                               event.client_address)
     instance.SessionId = _session_id(instance.request)
     runtime.ports[event.wsid] = port
+    return port
+
+
+async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
+    """Take one handshake: OnPreServer, answer the gateway, start or run Server()."""
+    port = _new_instance(runtime, link, event)
+    if port is None:
+        return
+    instance = port.instance
     try:
         await instance.OnPreServer()
+    except HandshakeRejected as exc:
+        runtime.forget_port(port)
+        link.send(Reject(event.wsid, exc.status, exc.body))
+        return
     except Exception:
-        log.exception("wsid=%s %s.OnPreServer() failed", event.wsid, cls.__name__)
-        runtime.ports.pop(event.wsid, None)
-        link.send(Reject(event.wsid, 500, f"{cls.__name__}.OnPreServer failed; the app "
-                                          "server's log has the details"))
+        log.exception("wsid=%s %s.OnPreServer() failed", event.wsid, type(instance).__name__)
+        runtime.forget_port(port)
+        link.send(Reject(event.wsid, 500, f"{type(instance).__name__}.OnPreServer failed; "
+                                          "the app server's log has the details"))
         return
     instance.fix_mode()
+    if not event.shared_allowed and instance.SharedConnection:
+        # IRIS: with the gateway's Registry disabled, a shared request runs private.
+        log.info("wsid=%s: the gateway allows no shared sockets; running private",
+                 event.wsid)
+        instance.force_private()
     port.shared = bool(instance.SharedConnection)
     if port.closed:  # the gateway gave up on the handshake meanwhile
-        runtime.ports.pop(event.wsid, None)
+        runtime.forget_port(port)
+        return
+    if not port.shared and len(runtime.ports) > 1:
+        _hand_off(runtime, link, port)
         return
     link.send(Accept(event.wsid, port.shared, bool(instance.BinaryData)))
     log.debug("wsid=%s accepted (%s) by %s", event.wsid,
-              "shared" if port.shared else "private", cls.__name__)
+              "shared" if port.shared else "private", type(instance).__name__)
     if port.shared:
         runtime.nursery.start_soon(run_server, runtime, port)
     else:
         await run_server(runtime, port)
+
+
+def _hand_off(runtime: WorkerRuntime, link: Link, port: SocketPort) -> None:
+    """A private socket on a worker that serves others: move it with its attributes."""
+    runtime.forget_port(port)
+    try:
+        state = pickle.dumps(port.instance.moved_state())
+    except Exception as exc:
+        log.error("wsid=%s: cannot move the private socket: its attributes do not pickle "
+                  "(%s)", port.wsid, exc)
+        link.send(Reject(port.wsid, 500, "a private socket could not move to a dedicated "
+                                         "worker; the app server's log has the details"))
+        return
+    log.info("wsid=%s private, but this worker serves %d other sockets: handing it off",
+             port.wsid, len(runtime.ports))
+    link.send(Handoff(port.wsid, state))
+
+
+async def adopt_socket(runtime: WorkerRuntime, link: Link, event: Adopt) -> None:
+    """Take over a handed-off private socket: restore it and run Server() here."""
+    port = _new_instance(runtime, link, event.open)
+    if port is None:
+        return
+    instance: WebSocket = port.instance
+    try:
+        # The peer is the gateway, authenticated by the link secret: unpickling is safe.
+        instance.restore_state(pickle.loads(event.state))
+    except Exception:
+        log.exception("wsid=%s: cannot restore a handed-off socket", event.open.wsid)
+        runtime.forget_port(port)
+        link.send(Reject(event.open.wsid, 500, "the private socket could not be restored"))
+        return
+    instance.fix_mode()
+    port.shared = False
+    link.send(Accept(event.open.wsid, False, bool(instance.BinaryData)))
+    await run_server(runtime, port)
 
 
 async def run_server(runtime: WorkerRuntime, port: SocketPort) -> None:
@@ -142,8 +205,9 @@ async def _pump(runtime: WorkerRuntime, port: SocketPort) -> None:
 
 
 async def _finish(runtime: WorkerRuntime, port: SocketPort) -> None:
-    runtime.ports.pop(port.wsid, None)
-    if port.post_server_done or port.ended:
-        return
-    port.post_server_done = True
-    await runtime.run_post_server(port.instance)
+    try:
+        if not (port.post_server_done or port.ended):
+            port.post_server_done = True
+            await runtime.run_post_server(port.instance)
+    finally:
+        runtime.forget_port(port)

@@ -50,9 +50,10 @@ class SocketRegistry:
 
     def __init__(self) -> None:
         self._states: dict[str, Lookup] = {}
+        self._sessions: dict[str, str] = {}
         self._highest: dict[str, int] = {}
 
-    def update(self, wsid: str, status: SocketStatus) -> None:
+    def update(self, wsid: str, status: SocketStatus, session: str = "") -> None:
         """Apply one announcement from a gateway."""
         parsed = parse_wsid(wsid)
         if parsed is None:
@@ -61,19 +62,26 @@ class SocketRegistry:
         if number > self._highest.get(gateway, 0):
             self._highest[gateway] = number
         if status is SocketStatus.CLOSED:
-            self._states.pop(wsid, None)
-        else:
-            self._states[wsid] = _FROM_STATUS[status]
+            self.mark_closed(wsid)
+            return
+        self._states[wsid] = _FROM_STATUS[status]
+        if session:
+            self._sessions[wsid] = session
 
     def mark_closed(self, wsid: str) -> None:
         """Forget a socket this worker saw end (before the gateway's announcement)."""
         self._states.pop(wsid, None)
+        self._sessions.pop(wsid, None)
+
+    def session(self, wsid: str) -> str:
+        """The CSP session id the socket was opened with ("" if none)."""
+        return self._sessions.get(wsid, "")
 
     def forget_gateway(self, gateway: str) -> None:
         """Drop everything about a gateway that restarted or went away."""
         self._highest.pop(gateway, None)
         for wsid in [w for w in self._states if w.startswith(gateway + "-")]:
-            del self._states[wsid]
+            self.mark_closed(wsid)
 
     def lookup(self, wsid: str) -> Lookup:
         """The state of ``wsid`` as far as this worker knows."""

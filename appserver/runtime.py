@@ -21,7 +21,7 @@ from appserver.errors import SocketGone
 from appserver.port import SocketPort
 from appserver.registry import Lookup, SocketRegistry, parse_wsid
 from appserver.websocket import WebSocket
-from gateway.frames import Close, Data, End, Ended, Event, Open, SocketState, Write
+from gateway.frames import Adopt, Close, Data, End, Ended, Event, Open, SocketState, Write
 from gateway.links import Link
 from store.aio import AsyncStore
 
@@ -69,6 +69,7 @@ class WorkerRuntime:
         self._ends: dict[int, tuple[Link, trio.Event, list[bool]]] = {}
         self._request_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
+        self._port_gone = trio.Event()
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -126,6 +127,22 @@ class WorkerRuntime:
             port.mark_closed(1000, ended=True)
         return answer[0]
 
+    def forget_port(self, port: SocketPort) -> None:
+        """A socket's life on this worker is over (after OnPostServer)."""
+        if self.ports.get(port.wsid) is port:
+            del self.ports[port.wsid]
+        self._port_gone.set()
+        self._port_gone = trio.Event()
+
+    async def drain_link(self, link: Link) -> None:
+        """Wait until every socket that came over ``link`` has finished on this worker.
+
+        A worker is lent out again only after this: a private socket's worker serves
+        nothing else until its Server() has returned (and OnPostServer has run).
+        """
+        while any(port.link is link for port in self.ports.values()):
+            await self._port_gone.wait()
+
     async def run_post_server(self, instance: WebSocket) -> None:
         """Run OnPostServer, logging (never raising) what it raises."""
         try:
@@ -144,11 +161,15 @@ class WorkerRuntime:
         if isinstance(event, Data):
             self._handle_data(event)
         elif isinstance(event, SocketState):
-            self.registry.update(event.wsid, event.status)
+            self.registry.update(event.wsid, event.status, event.session)
         elif isinstance(event, Open):
             from appserver.lifecycle import serve_socket
 
             self.nursery.start_soon(serve_socket, self, link, event)
+        elif isinstance(event, Adopt):
+            from appserver.lifecycle import adopt_socket
+
+            self.nursery.start_soon(adopt_socket, self, link, event)
         elif isinstance(event, Close):
             self._handle_close(event)
         elif isinstance(event, Ended):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import parse_qs
 
-from appserver.errors import NotBound, OpenServerError
+from appserver.errors import NotBound, OpenServerError, PrivateSocket
 from appserver.registry import Lookup, parse_wsid
 
 if TYPE_CHECKING:
@@ -134,6 +134,10 @@ class WebSocket:
         """Called by the worker right after OnPreServer: later sets are ignored."""
         self._mode_fixed = True
 
+    def force_private(self) -> None:
+        """The gateway allows no shared sockets (its Registry is disabled): run private."""
+        self._shared = 0
+
     # --- the callbacks a server class overrides ----------------------------------------
 
     async def OnPreServer(self) -> None:
@@ -233,13 +237,14 @@ class WebSocket:
         port = runtime.ports.get(websocket_id)
         state = runtime.registry.lookup(websocket_id)
         if (port is not None and port.shared is False) or state is Lookup.PRIVATE:
-            raise OpenServerError(
+            raise PrivateSocket(
                 f"socket {websocket_id} is private (SharedConnection = 0); OpenServer "
                 "only opens shared sockets", wsid=websocket_id)
         if (port is not None and port.closed) or state is Lookup.CLOSED:
             raise OpenServerError(f"socket {websocket_id} is closed", wsid=websocket_id)
         self.WebSocketID = websocket_id
         self.GWClientAddress = parsed[0]
+        self.SessionId = runtime.registry.session(websocket_id)
         self._shared = 1
         self._mode_fixed = True
         self._port = port
@@ -250,6 +255,17 @@ class WebSocket:
         """Attach the instance that serves a socket to its port (the worker does this)."""
         self._port = port
         self.WebSocketID = port.wsid
+
+    #: Attributes the framework owns: not carried when a socket moves to another worker.
+    _NOT_MOVED = frozenset({"_port", "request"})
+
+    def moved_state(self) -> dict[str, object]:
+        """The instance's attributes, for a private socket moving to a dedicated worker."""
+        return {k: v for k, v in vars(self).items() if k not in self._NOT_MOVED}
+
+    def restore_state(self, state: dict[str, object]) -> None:
+        """Take the attributes a handed-off instance had after OnPreServer."""
+        vars(self).update({k: v for k, v in state.items() if k not in self._NOT_MOVED})
 
     def _unbound_reason(self, what: str) -> str:
         if not self.WebSocketID:

@@ -45,6 +45,7 @@ def send_control(ctrl: socket.socket, message: dict[str, Any]) -> None:
 async def _run_link(runtime: WorkerRuntime, link: Link, ctrl: socket.socket) -> None:
     try:
         await link.run(runtime)
+        await runtime.drain_link(link)
     finally:
         send_control(ctrl, {"event": "link-closed", "link": link.id})
         log.info("link %d from gateway %s closed", link.id, link.gateway_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import resource
 import signal
 import sys
 
@@ -38,6 +39,13 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
                              "(IRIS: Queued Request Timeout; default 10)")
     parser.add_argument("--response-timeout", type=float, default=30.0, metavar="S",
                         help="how long a worker may take to answer a handshake (default 30)")
+    parser.add_argument("--session-timeout", type=float, default=0.0, metavar="S",
+                        help="close a socket after S seconds with no message either way "
+                             "(IRIS: the CSP session timeout; default 0, never)")
+    parser.add_argument("--registry-methods", choices=["enabled", "disabled"],
+                        default="enabled",
+                        help="disabled: refuse shared sockets, so every socket runs "
+                             "private (IRIS: REGISTRY_METHODS in CSP.ini)")
     parser.add_argument("--status-allow", action="append", default=[], metavar="CIDR",
                         help="clients allowed to read /status and /metrics "
                              "(default loopback only; repeatable)")
@@ -53,6 +61,8 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
         host=args.host, port=args.port, pool=args.pool,
         gateway_id=new_gateway_id(args.name), max_message_bytes=args.max_message_bytes,
         queue_timeout_s=args.queue_timeout, response_timeout_s=args.response_timeout,
+        session_timeout_s=args.session_timeout,
+        registry_enabled=args.registry_methods == "enabled",
     )
     if args.status_allow:
         config.status_allow = tuple(ipaddress.ip_network(c, strict=False)
@@ -78,9 +88,17 @@ async def _serve_gateway(config: GatewayConfig, exit_with_parent: bool) -> None:
                 break
 
 
+def raise_file_limit() -> None:
+    """Let this process hold as many sockets as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run_gateway(args: argparse.Namespace) -> int:
     """``wsgate gateway``."""
     configure_logging(args.log_level)
+    raise_file_limit()
     try:
         config = _gateway_config(args)
     except (ValueError, SecretError) as exc:

@@ -65,6 +65,11 @@ class GatewayConfig:
     queue_timeout_s: float = 10.0
     #: How long a worker may take to answer a handshake (IRIS: Server Response Timeout).
     response_timeout_s: float = 30.0
+    #: Close sockets with no message either way for this long; 0 never (IRIS: the CSP
+    #: session timeout ends an idle socket).
+    session_timeout_s: float = 0.0
+    #: False: refuse shared sockets, every socket runs private (IRIS: REGISTRY_METHODS).
+    registry_enabled: bool = True
     #: Who may read /status and /metrics.
     status_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),

@@ -27,6 +27,7 @@ __all__ = [
     "NONCE_BYTES",
     "PROOF_BYTES",
     "Accept",
+    "Adopt",
     "Challenge",
     "Close",
     "Data",
@@ -34,6 +35,7 @@ __all__ = [
     "Ended",
     "Event",
     "FrameType",
+    "Handoff",
     "Heartbeat",
     "Hello",
     "LinkProtocolError",
@@ -86,6 +88,8 @@ class FrameType(enum.IntEnum):
     SOCKET_STATE = 0x17
     END = 0x18
     ENDED = 0x19
+    HANDOFF = 0x1A
+    ADOPT = 0x1B
 
 
 class SocketStatus(enum.IntEnum):
@@ -142,7 +146,11 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class Open:
-    """Gateway -> worker: a browser asks to open a WebSocket (the handshake request)."""
+    """Gateway -> worker: a browser asks to open a WebSocket (the handshake request).
+
+    ``shared_allowed`` false means the gateway's Registry is disabled (IRIS:
+    ``REGISTRY_METHODS=Disabled``): the socket runs private whatever OnPreServer says.
+    """
 
     wsid: str
     class_name: str
@@ -150,6 +158,7 @@ class Open:
     query: str
     headers: tuple[tuple[str, str], ...]
     client_address: str
+    shared_allowed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,10 +218,14 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class SocketState:
-    """Gateway -> every link: the Registry entry of ``wsid`` changed."""
+    """Gateway -> every link: the Registry entry of ``wsid`` changed.
+
+    ``session`` is the socket's CSP session id, which ``OpenServer`` restores.
+    """
 
     wsid: str
     status: SocketStatus
+    session: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +247,27 @@ class Ended:
     first: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """Worker -> gateway: OnPreServer chose private mode on a worker that serves other
+    sockets, so the socket must move to a dedicated worker, with ``state`` (the
+    instance's attributes, pickled) so that OnPreServer is not run twice."""
+
+    wsid: str
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """Gateway -> a dedicated worker: take over a handed-off private socket."""
+
+    open: Open
+    state: bytes
+
+
 Event = (
     Challenge | Hello | Welcome | Refused | Open | Accept | Reject | Data | Write | Close
-    | Heartbeat | SocketState | End | Ended
+    | Heartbeat | SocketState | End | Ended | Handoff | Adopt
 )
 
 
@@ -310,17 +341,17 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.u8(_flags(busy))
             w.str16(reason)
             return FrameType.REFUSED, b"".join(w.parts)
-        case Open(wsid, class_name, path, query, headers, client_address):
-            w.str8(wsid)
-            w.str8(class_name)
-            w.str16(path)
-            w.str16(query)
-            w.str8(client_address)
-            w.u16(len(headers))
-            for name, value in headers:
-                w.str8(name)
-                w.str16(value)
+        case Open():
+            _write_open(w, event)
             return FrameType.OPEN, b"".join(w.parts)
+        case Adopt(request, state):
+            _write_open(w, request)
+            w.raw(state)
+            return FrameType.ADOPT, b"".join(w.parts)
+        case Handoff(wsid, state):
+            w.str8(wsid)
+            w.raw(state)
+            return FrameType.HANDOFF, b"".join(w.parts)
         case Accept(wsid, shared, binary):
             w.str8(wsid)
             w.u8(_flags(shared, binary))
@@ -340,9 +371,10 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.u32(seq)
             w.u8(_flags(reply))
             return FrameType.HEARTBEAT, b"".join(w.parts)
-        case SocketState(wsid, status):
+        case SocketState(wsid, status, session):
             w.str8(wsid)
             w.u8(int(status))
+            w.str8(session)
             return FrameType.SOCKET_STATE, b"".join(w.parts)
         case End(request_id, wsid, code, reason):
             w.u32(request_id)
@@ -355,6 +387,26 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.u8(_flags(first))
             return FrameType.ENDED, b"".join(w.parts)
     raise TypeError(f"not a link event: {event!r}")
+
+
+def _write_open(w: _Writer, event: Open) -> None:
+    w.str8(event.wsid)
+    w.str8(event.class_name)
+    w.str16(event.path)
+    w.str16(event.query)
+    w.str8(event.client_address)
+    w.u8(_flags(event.shared_allowed))
+    w.u16(len(event.headers))
+    for name, value in event.headers:
+        w.str8(name)
+        w.str16(value)
+
+
+def _read_open(r: _Reader) -> Open:
+    wsid, class_name, path, query, addr = r.str8(), r.str8(), r.str16(), r.str16(), r.str8()
+    (shared_allowed,) = r.flags(1)
+    headers = tuple((r.str8(), r.str16()) for _ in range(r.u16()))
+    return Open(wsid, class_name, path, query, headers, addr, shared_allowed)
 
 
 def _fixed(value: bytes, size: int, what: str) -> bytes:
@@ -476,11 +528,11 @@ def decode_body(type_byte: int, body: bytes) -> Event:
             (busy,) = r.flags(1)
             event = Refused(r.str16(), busy)
         case FrameType.OPEN:
-            wsid, class_name, path, query, addr = (
-                r.str8(), r.str8(), r.str16(), r.str16(), r.str8(),
-            )
-            headers = tuple((r.str8(), r.str16()) for _ in range(r.u16()))
-            event = Open(wsid, class_name, path, query, headers, addr)
+            event = _read_open(r)
+        case FrameType.ADOPT:
+            event = Adopt(_read_open(r), r.rest())
+        case FrameType.HANDOFF:
+            event = Handoff(r.str8(), r.rest())
         case FrameType.ACCEPT:
             wsid = r.str8()
             shared, binary = r.flags(2)
@@ -501,7 +553,7 @@ def decode_body(type_byte: int, body: bytes) -> Event:
                 status = SocketStatus(raw_status)
             except ValueError:
                 raise LinkProtocolError(f"unknown socket status {raw_status}") from None
-            event = SocketState(wsid, status)
+            event = SocketState(wsid, status, r.str8())
         case FrameType.END:
             event = End(r.u32(), r.str8(), r.u16(), r.str16())
         case FrameType.ENDED:

@@ -43,7 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, metavar="N",
                         help="worker processes, and links from the gateway (default 2)")
     parser.add_argument("--max-workers", type=int, default=None, metavar="N",
-                        help="most worker processes (default max(8, --workers))")
+                        help="most worker processes (IRIS: Maximum Server Connections; "
+                             "default max(8, --workers))")
+    parser.add_argument("--mode", choices=["shared", "private"], default="shared",
+                        help="the chat's mode when the handshake has no ?mode= "
+                             "(default shared)")
+    parser.add_argument("--idle-timeout", type=float, default=None, metavar="S",
+                        help="seconds before an idle worker above --workers exits "
+                             "(IRIS: No Activity Timeout; default 60)")
+    parser.add_argument("--queue-timeout", type=float, default=None, metavar="S",
+                        help="how long a new socket waits for a free worker before 503 "
+                             "(IRIS: Queued Request Timeout; default 10)")
+    parser.add_argument("--session-timeout", type=float, default=None, metavar="S",
+                        help="close sockets idle for S seconds (default never)")
     parser.add_argument("--db", default="./wsgate.db", metavar="PATH",
                         help="the SQLite store (default ./wsgate.db)")
     parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
@@ -57,9 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _appserver_command(args: argparse.Namespace) -> list[str]:
     command = [sys.executable, "-m", "gateway.cli", "appserver", "--listen", "127.0.0.1:0",
                "--workers", str(args.workers), "--db", args.db, "--exit-with-parent",
-               "--log-level", args.log_level]
+               "--log-level", args.log_level, "--mode", args.mode]
     if args.max_workers is not None:
         command += ["--max-workers", str(args.max_workers)]
+    if args.idle_timeout is not None:
+        command += ["--idle-timeout", str(args.idle_timeout)]
     for app in args.app:
         command += ["--app", app]
     for setting in args.settings:
@@ -71,8 +85,11 @@ def _gateway_command(args: argparse.Namespace, appserver: str) -> list[str]:
     command = [sys.executable, "-m", "gateway.cli", "gateway", "--host", args.host,
                "--port", str(args.port), "--appserver", appserver, "--pool",
                str(args.workers), "--exit-with-parent", "--log-level", args.log_level]
-    if args.max_message_bytes is not None:
-        command += ["--max-message-bytes", str(args.max_message_bytes)]
+    for flag, value in (("--max-message-bytes", args.max_message_bytes),
+                        ("--queue-timeout", args.queue_timeout),
+                        ("--session-timeout", args.session_timeout)):
+        if value is not None:
+            command += [flag, str(value)]
     return command
 
 

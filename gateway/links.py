@@ -29,7 +29,7 @@ HEARTBEAT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 10.0
 #: Bytes queued towards one worker before the link is judged stuck and closed.
 LINK_BUFFER_LIMIT = 256 * 1024 * 1024
-_RETRY_MAX_S = 2.0
+_RETRY_MAX_S = 1.0
 
 
 class LinkRefused(Exception):
@@ -87,11 +87,18 @@ class Link:
         self._wakeup = trio.Event()
         self._last_heard = trio.current_time()
         self._closed = trio.Event()
+        #: Set when the link stops taking new sockets: it closed, or became private.
+        self.left_pool = trio.Event()
 
     @property
     def mode(self) -> str:
         """``shared`` for a pool link, ``private`` for a link dedicated to one socket."""
         return "shared" if self.private_wsid is None else "private"
+
+    def dedicate(self, wsid: str) -> None:
+        """Give the link to one private socket for the socket's whole life."""
+        self.private_wsid = wsid
+        self.left_pool.set()
 
     def send(self, event: Event) -> None:
         """Queue one event for the worker."""
@@ -116,6 +123,7 @@ class Link:
         if self.up:
             self.up = False
             self._closed.set()
+            self.left_pool.set()
 
     async def run(self, handler: LinkHandler) -> None:
         """Read, write and heartbeat until the link ends; then report it lost."""
@@ -235,6 +243,7 @@ class LinkPool:
         self.links: dict[int, Link] = {}
         self._next_id = 1
         self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
 
     @property
     def pool_links(self) -> list[Link]:
@@ -274,34 +283,44 @@ class LinkPool:
     async def run(self) -> None:
         """Keep the pool full, forever."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             for slot in range(self.size):
-                nursery.start_soon(self._keep_slot, slot, nursery)
+                nursery.start_soon(self._keep_slot, slot)
 
-    async def _keep_slot(self, slot: int, nursery: trio.Nursery) -> None:
+    async def _connect(self) -> Link:
+        link_id = self._next_id
+        self._next_id += 1
+        return await open_link(link_id, self.address, self.secret, self.gateway_id)
+
+    async def _keep_slot(self, slot: int) -> None:
+        """Keep one pool link up; when it closes or turns private, open another."""
         delay = 0.05
         last_error = ""
         while True:
-            link_id = self._next_id
-            self._next_id += 1
             try:
-                link = await open_link(link_id, self.address, self.secret, self.gateway_id)
+                link = await self._connect()
             except (OSError, LinkProtocolError, LinkRefused, trio.TooSlowError) as exc:
                 error = _describe(exc)
                 if error != last_error:
                     log.warning("link slot %d: cannot link to %s:%d: %s", slot,
                                 *self.address, error)
                     last_error = error
-                await trio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
+                # A link closing somewhere may free a worker soon: then retry quickly.
+                with trio.move_on_after(delay) as waited:
+                    await self._changed.wait()
+                delay = min(delay * 2, _RETRY_MAX_S) if waited.cancelled_caught else 0.05
                 continue
             delay, last_error = 0.05, ""
-            log.info("link %d up: worker pid %d on app server %s", link.id, link.worker_pid,
-                     link.appserver_id)
-            vacated = trio.Event()
-            nursery.start_soon(self._run_link, link, vacated)
-            await vacated.wait()
+            self._start(link)
+            await link.left_pool.wait()
 
-    async def _run_link(self, link: Link, vacated: trio.Event) -> None:
+    def _start(self, link: Link) -> None:
+        log.info("link %d up: worker pid %d on app server %s", link.id, link.worker_pid,
+                 link.appserver_id)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_link, link)
+
+    async def _run_link(self, link: Link) -> None:
         self.links[link.id] = link
         try:
             self.handler.link_up(link)
@@ -309,8 +328,24 @@ class LinkPool:
             await link.run(self.handler)
         finally:
             del self.links[link.id]
-            vacated.set()
             self._notify()
+
+    async def open_dedicated(self, wsid: str, timeout_s: float) -> Link | None:
+        """A new link for one private socket, retrying while the app server is busy."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                try:
+                    link = await self._connect()
+                except LinkRefused as exc:
+                    if not exc.busy:
+                        raise
+                    with trio.move_on_after(_RETRY_MAX_S):
+                        await self._changed.wait()
+                    continue
+                link.dedicate(wsid)
+                self._start(link)
+                return link
+        return None
 
 
 def _describe(exc: BaseException) -> str:

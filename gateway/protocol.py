@@ -118,11 +118,11 @@ _HANDSHAKE_IN: dict[tuple[Role, LinkState], frozenset[FrameType]] = {
 _OPEN_IN: dict[Role, frozenset[FrameType]] = {
     Role.GATEWAY: frozenset(
         {FrameType.ACCEPT, FrameType.REJECT, FrameType.WRITE, FrameType.CLOSE,
-         FrameType.HEARTBEAT, FrameType.END}
+         FrameType.HEARTBEAT, FrameType.END, FrameType.HANDOFF}
     ),
     Role.APPSERVER: frozenset(
         {FrameType.OPEN, FrameType.DATA, FrameType.CLOSE, FrameType.HEARTBEAT,
-         FrameType.SOCKET_STATE, FrameType.ENDED}
+         FrameType.SOCKET_STATE, FrameType.ENDED, FrameType.ADOPT}
     ),
 }
 _OPEN_OUT: dict[Role, frozenset[FrameType]] = {

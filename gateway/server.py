@@ -22,6 +22,7 @@ from gateway.frames import (
     End,
     Ended,
     Event,
+    Handoff,
     Reject,
     SocketState,
     SocketStatus,
@@ -71,9 +72,9 @@ class Gateway:
         """A WebSocketID unique across gateways: ``<gateway id>-<n>``."""
         return f"{self.id}-{next(self._ids)}"
 
-    def announce(self, wsid: str, status: SocketStatus) -> None:
+    def announce(self, bs: BrowserSocket, status: SocketStatus) -> None:
         """Tell every worker (the Registry) that a socket changed state."""
-        self.links.broadcast(encode_frame(SocketState(wsid, status)))
+        self.links.broadcast(encode_frame(SocketState(bs.wsid, status, bs.session)))
 
     # --- serving ----------------------------------------------------------------------
 
@@ -86,6 +87,8 @@ class Gateway:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self.links.run)
+                if self.config.session_timeout_s > 0:
+                    nursery.start_soon(self._expire_idle_sockets)
                 host, port = listener.getsockname()[:2]
                 task_status.started((host, port))
                 while True:
@@ -106,6 +109,19 @@ class Gateway:
         finally:
             listener.close()
 
+    async def _expire_idle_sockets(self) -> None:
+        timeout = self.config.session_timeout_s
+        while True:
+            await trio.sleep(min(timeout / 4, 5.0))
+            now = trio.current_time()
+            for bs in self.table:
+                if bs.phase is SocketPhase.OPEN and now - bs.last_activity > timeout:
+                    log.info("wsid=%s closed: no activity for %.0f s (session timeout)",
+                             bs.wsid, now - bs.last_activity)
+                    self.stats["sockets_timed_out"] += 1
+                    if bs.close_from_server(1001, "session timed out"):
+                        bs.flush(self.nursery)
+
     # --- the links (LinkHandler) --------------------------------------------------------
 
     def link_up(self, link: Link) -> None:
@@ -117,13 +133,13 @@ class Gateway:
                 status = SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE
             else:
                 continue
-            link.send(SocketState(bs.wsid, status))
+            link.send(SocketState(bs.wsid, status, bs.session))
 
     def link_event(self, link: Link, event: Event) -> None:
         """Dispatch one event from a worker."""
         if isinstance(event, Write):
             self._handle_write(link, event)
-        elif isinstance(event, Accept | Reject):
+        elif isinstance(event, Accept | Reject | Handoff):
             self._handle_reply(link, event)
         elif isinstance(event, Close):
             self._handle_close(link, event)
@@ -153,7 +169,7 @@ class Gateway:
                 bs.flush(self.nursery)
         link.sockets.clear()
 
-    def _handle_reply(self, link: Link, event: Accept | Reject) -> None:
+    def _handle_reply(self, link: Link, event: Accept | Reject | Handoff) -> None:
         bs = self.table.get(event.wsid)
         if bs is None or bs.phase is not SocketPhase.HANDSHAKE or bs.link is not link:
             log.warning("link %d: answer for unknown handshake wsid=%s", link.id, event.wsid)
@@ -173,6 +189,7 @@ class Gateway:
                         "link %d", event.wsid, link.id, bs.link.id if bs.link else -1)
             return
         if bs.queue(encode_message(event.payload, binary=event.binary)):
+            bs.last_activity = trio.current_time()
             self.stats["frames_out"] += 1
             self.stats["bytes_out"] += len(event.payload)
             self._dirty.add(bs)

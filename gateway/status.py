@@ -31,6 +31,7 @@ def status_snapshot(gw: Gateway) -> dict[str, Any]:
         for link in sorted(gw.links.all_links(), key=lambda link: link.id)
     ]
     sockets = list(gw.table)
+    modes = {bs.wsid: bs.mode if bs.ws is not None else "handshaking" for bs in sockets}
     return {
         "gateway": gw.id,
         "appserver": "{}:{}".format(*gw.config.appserver),
@@ -42,6 +43,7 @@ def status_snapshot(gw: Gateway) -> dict[str, Any]:
             "private": sum(1 for bs in sockets if not bs.shared and bs.ws is not None),
             "handshaking": sum(1 for bs in sockets if bs.ws is None),
         },
+        "socket_modes": dict(sorted(modes.items(), key=lambda item: _id_order(item[0]))),
     }
 
 

@@ -12,7 +12,7 @@ import trio
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection
 
-from gateway.frames import Accept, Reject
+from gateway.frames import Accept, Handoff, Reject
 from gateway.net import SendBuffer, SendOverflow
 
 if TYPE_CHECKING:
@@ -44,8 +44,8 @@ class BrowserSocket:
 
     __slots__ = (
         "binary", "class_name", "client_address", "close_code", "close_reason",
-        "early", "link", "out", "pending_close", "phase", "reader_scope", "reply",
-        "reply_ready",
+        "early", "last_activity", "link", "out", "pending_close", "phase", "reader_scope",
+        "reply", "reply_ready", "session",
         "shared", "sock", "worker_told", "writing", "ws", "wsid",
     )
 
@@ -63,7 +63,11 @@ class BrowserSocket:
         self.shared = True
         self.binary = False
         self.ws: Connection | None = None
-        self.reply: Accept | Reject | None = None
+        self.reply: Accept | Reject | Handoff | None = None
+        #: The CSP session id (CSPSESSIONID cookie), announced with the socket.
+        self.session = ""
+        #: When a message last went either way (the session timeout counts from it).
+        self.last_activity = trio.current_time()
         self.reply_ready = trio.Event()
         #: Frames written before the handshake finished, sent right after the 101.
         self.early: list[bytes] = []

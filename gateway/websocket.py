@@ -27,7 +27,8 @@ from wsproto.events import (
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
-from gateway.frames import Accept, Close, Data, Open, SocketStatus
+from gateway.frames import Accept, Adopt, Close, Data, Handoff, Open, Reject, SocketStatus
+from gateway.links import Link
 from gateway.net import receive_some
 from gateway.server import Gateway
 from gateway.table import BrowserSocket, SocketPhase
@@ -64,49 +65,92 @@ async def serve_websocket(
     gw.table.add(bs)
     announced = False
     try:
+        deadline = trio.current_time() + gw.config.queue_timeout_s
         link = await gw.links.acquire(gw.config.queue_timeout_s)
         if link is None:
-            gw.stats["sockets_refused_busy"] += 1
-            return Rejection(
-                503,
-                f"All app server workers are busy: no link was free within "
-                f"{gw.config.queue_timeout_s:g} s (IRIS: Queued Request Timeout). "
-                "Try again later.",
-            )
-        bs.link = link
-        link.sockets.add(bs.wsid)
-        gw.announce(bs.wsid, SocketStatus.CONNECTING)
-        announced = True
+            return _busy(gw)
         target = urlsplit(request.target.decode("latin-1"))
-        link.send(Open(
-            bs.wsid, bs.class_name, target.path, target.query,
-            tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers),
-            bs.client_address,
-        ))
-        with trio.move_on_after(gw.config.response_timeout_s):
-            await bs.reply_ready.wait()
-        reply = bs.reply
+        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers)
+        bs.session = _session_cookie(headers)
+        opening = Open(bs.wsid, bs.class_name, target.path, target.query, headers,
+                       bs.client_address, shared_allowed=gw.config.registry_enabled)
+        _bind(bs, link)
+        gw.announce(bs, SocketStatus.CONNECTING)
+        announced = True
+        link.send(opening)
+        reply: Accept | Reject | Handoff | Rejection | None = await _await_reply(gw, bs)
+        if isinstance(reply, Handoff):
+            reply = await _move_to_dedicated(gw, bs, opening, reply, deadline)
         if not isinstance(reply, Accept):
-            return _refusal(gw, bs, reply)
+            return reply if isinstance(reply, Rejection) else _refusal(gw, bs, reply)
         await _accepted(gw, bs, handshake, reply, trailing)
         return None
     finally:
         _finish(gw, bs, announced)
 
 
-def _refusal(gw: Gateway, bs: BrowserSocket, reply: object) -> Rejection:
+def _busy(gw: Gateway) -> Rejection:
+    gw.stats["sockets_refused_busy"] += 1
+    return Rejection(
+        503,
+        f"All app server workers are busy: none was free within "
+        f"{gw.config.queue_timeout_s:g} s (IRIS: Queued Request Timeout). Try again later.",
+    )
+
+
+def _session_cookie(headers: tuple[tuple[str, str], ...]) -> str:
+    for name, value in headers:
+        if name.lower() == "cookie":
+            for part in value.split(";"):
+                key, _, session = part.strip().partition("=")
+                if key == "CSPSESSIONID":
+                    return session[:200]
+    return ""
+
+
+def _bind(bs: BrowserSocket, link: Link) -> None:
+    bs.link = link
+    link.sockets.add(bs.wsid)
+
+
+async def _await_reply(gw: Gateway, bs: BrowserSocket) -> Accept | Reject | Handoff | None:
+    with trio.move_on_after(gw.config.response_timeout_s):
+        await bs.reply_ready.wait()
+    return bs.reply
+
+
+async def _move_to_dedicated(
+    gw: Gateway, bs: BrowserSocket, opening: Open, handoff: Handoff, deadline: float
+) -> Accept | Reject | Handoff | Rejection | None:
+    """OnPreServer chose private on a busy worker: give the socket its own worker."""
+    if bs.link is not None:
+        bs.link.sockets.discard(bs.wsid)
+        bs.link = None
+    link = await gw.links.open_dedicated(bs.wsid, max(deadline - trio.current_time(), 0.0))
+    if link is None:
+        bs.worker_told = True  # no worker holds it any more
+        return _busy(gw)
+    log.info("wsid=%s moves to dedicated link %d (worker pid %d)", bs.wsid, link.id,
+             link.worker_pid)
+    _bind(bs, link)
+    bs.reply, bs.reply_ready = None, trio.Event()
+    link.send(Adopt(opening, handoff.state))
+    return await _await_reply(gw, bs)
+
+
+def _refusal(gw: Gateway, bs: BrowserSocket, reply: Reject | Handoff | None) -> Rejection:
     bs.close_code = 1006
-    if reply is None:
-        if bs.worker_told:
-            return Rejection(502, "The app server worker was lost during the handshake.")
-        return Rejection(
-            504, f"The app server did not answer the handshake within "
-                 f"{gw.config.response_timeout_s:g} s (IRIS: Server Response Timeout).",
-        )
-    bs.worker_told = True  # the worker refused it: it knows
-    status = getattr(reply, "status", 500)
-    body = getattr(reply, "body", "")
-    return Rejection(status, body)
+    if isinstance(reply, Reject):
+        bs.worker_told = True  # the worker refused it: it knows
+        return Rejection(reply.status, reply.body)
+    if isinstance(reply, Handoff):  # a dedicated worker must not hand off again
+        return Rejection(502, "The app server moved a private socket twice.")
+    if bs.worker_told:
+        return Rejection(502, "The app server worker was lost during the handshake.")
+    return Rejection(
+        504, f"The app server did not answer the handshake within "
+             f"{gw.config.response_timeout_s:g} s (IRIS: Server Response Timeout).",
+    )
 
 
 async def _accepted(
@@ -116,7 +160,7 @@ async def _accepted(
     bs.binary = reply.binary
     bs.reader_scope = trio.CancelScope()
     if not reply.shared and bs.link is not None:
-        bs.link.private_wsid = bs.wsid
+        bs.link.dedicate(bs.wsid)  # the pool opens another link in its place
     # extensions=[]: no permessage-deflate, so one encoded frame serves every socket.
     response = handshake.send(AcceptConnection(extensions=[]))
     ws = handshake.connection
@@ -127,7 +171,7 @@ async def _accepted(
         bs.out.push_unchecked(frame)
     bs.early.clear()
     bs.phase = SocketPhase.OPEN
-    gw.announce(bs.wsid, SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE)
+    gw.announce(bs, SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE)
     gw.stats["sockets_opened"] += 1
     if bs.pending_close is not None:
         pending, bs.pending_close = bs.pending_close, None
@@ -161,6 +205,7 @@ async def _read_loop(gw: Gateway, bs: BrowserSocket) -> None:
                     bs.flush(gw.nursery)
                     continue
                 parts.append(bytes(chunk))
+                bs.last_activity = trio.current_time()
                 if event.message_finished:
                     payload = parts[0] if len(parts) == 1 else b"".join(parts)
                     parts, size = [], 0
@@ -200,9 +245,11 @@ def _finish(gw: Gateway, bs: BrowserSocket, announced: bool) -> None:
         if link.up and announced and not bs.worker_told:
             link.send(Close(bs.wsid, bs.close_code, bs.close_reason))
         if link.private_wsid == bs.wsid:
-            link.private_wsid = None
+            # IRIS ends the private process with its socket; we end the link, and the
+            # worker goes back to its supervisor's idle pool.
+            link.close()
     if announced:
-        gw.announce(bs.wsid, SocketStatus.CLOSED)
+        gw.announce(bs, SocketStatus.CLOSED)
     bs.out.try_send()  # a last close frame, if the kernel takes it
     bs.out.closed = True
     if bs.ws is not None:

@@ -2,11 +2,12 @@
 
 from store.aio import AsyncStore
 from store.migrations import MIGRATIONS, apply_migrations
-from store.sqlite import ChatStore, SchemaError, open_database
+from store.sqlite import ChatMessage, ChatStore, SchemaError, open_database
 
 __all__ = [
     "MIGRATIONS",
     "AsyncStore",
+    "ChatMessage",
     "ChatStore",
     "SchemaError",
     "apply_migrations",

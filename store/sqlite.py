@@ -11,16 +11,27 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import sqlite_utils
 
 from store.migrations import MIGRATIONS, apply_migrations, schema_version
 
-__all__ = ["BUSY_TIMEOUT_MS", "ChatStore", "SchemaError", "StoredMessage", "open_database"]
+__all__ = ["BUSY_TIMEOUT_MS", "ChatMessage", "ChatStore", "SchemaError", "open_database"]
 
 BUSY_TIMEOUT_MS = 10_000
 
-StoredMessage = tuple[int, str]  # (id, raw text)
+
+class ChatMessage(NamedTuple):
+    """One row of ``^Chat.Messages``: the raw inbound text and when it was stored."""
+
+    id: int
+    raw: str
+    room: str
+    sent: str
+
+
+_MESSAGE_COLUMNS = "id, raw, room, sent"
 
 
 class SchemaError(Exception):
@@ -88,14 +99,20 @@ class ChatStore:
         """``kill ^Chat.WebSocketConnections(wsid)``; True if it was there."""
         return self._write("DELETE FROM connections WHERE wsid = ?", (wsid,)).rowcount > 0
 
-    def connections(self, room: str | None = None) -> list[str]:
-        """Connection ids in ``$ORDER`` (string) order, of one room or of all."""
-        if room is None:
-            rows = self.db.execute("SELECT wsid FROM connections ORDER BY wsid")
-        else:
-            rows = self.db.execute(
-                "SELECT wsid FROM connections WHERE room = ? ORDER BY wsid", (room,))
+    def connections(self, room: str | None = None, mode: str | None = None) -> list[str]:
+        """Connection ids in ``$ORDER`` (string) order: all, or of a room and/or a mode."""
+        where, params = [], []
+        for column, value in (("room", room), ("mode", mode)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self.db.execute(f"SELECT wsid FROM connections{clause} ORDER BY wsid", params)
         return [row[0] for row in rows.fetchall()]
+
+    def set_connection_mode(self, wsid: str, mode: str) -> None:
+        """Record the mode a connection finally runs in."""
+        self._write("UPDATE connections SET mode = ? WHERE wsid = ?", (mode, wsid))
 
     def connection_room(self, wsid: str) -> str | None:
         """The room a connection joined, or None if it is not open."""
@@ -139,18 +156,19 @@ class ChatStore:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def message(self, mid: int) -> str | None:
-        """``$GET(^Chat.Messages(mid))``."""
-        row = self.db.execute("SELECT raw FROM messages WHERE id = ?", (mid,)).fetchone()
-        return None if row is None else str(row[0])
+    def message(self, mid: int) -> ChatMessage | None:
+        """``$GET(^Chat.Messages(mid))``, with its room and the time it was stored."""
+        row = self.db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?",
+                              (mid,)).fetchone()
+        return None if row is None else ChatMessage(*row)
 
-    def messages_after(self, room: str, after_id: int, limit: int = 1000) -> list[StoredMessage]:
+    def messages_after(self, room: str, after_id: int, limit: int = 1000) -> list[ChatMessage]:
         """Messages of a room with ids above ``after_id``, oldest first."""
         rows = self.db.execute(
-            "SELECT id, raw FROM messages WHERE room = ? AND id > ? ORDER BY id LIMIT ?",
-            (room, after_id, limit),
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room = ? AND id > ? "
+            "ORDER BY id LIMIT ?", (room, after_id, limit),
         )
-        return [(int(r[0]), str(r[1])) for r in rows.fetchall()]
+        return [ChatMessage(*row) for row in rows.fetchall()]
 
     def last_message_id(self, room: str | None = None) -> int:
         """The highest message id (of a room, or overall); 0 when there is none."""

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.frames import (
     Accept,
+    Adopt,
     Challenge,
     Close,
     Data,
@@ -18,6 +19,7 @@ from gateway.frames import (
     Ended,
     Event,
     FrameType,
+    Handoff,
     Heartbeat,
     Hello,
     LinkProtocolError,
@@ -54,6 +56,9 @@ GATEWAY_TO_WORKER: list[Event] = [
     Heartbeat(7),
     Heartbeat(8, reply=True),
     SocketState("gw.a1-3", SocketStatus.PRIVATE),
+    SocketState("gw.a1-4", SocketStatus.SHARED, "CSPSESSION1"),
+    Adopt(Open("gw.a1-5", "user/Chat.Server", "/csp/user/Chat.Server.cls", "mode=private",
+               (), "127.0.0.1", shared_allowed=False), b"\x80\x05state"),
     Ended(42, first=True),
     Ended(43, first=False),
 ]
@@ -66,6 +71,7 @@ WORKER_TO_GATEWAY: list[Event] = [
     Close("gw.a1-1", 1011, "server error"),
     Heartbeat(1),
     End(9, "gw.a1-1", 1000, "bye"),
+    Handoff("gw.a1-5", b"\x80\x05pickled"),
 ]
 HANDSHAKE: list[Event] = [
     Challenge(PROTOCOL_VERSION, b"n" * 32),
@@ -226,7 +232,7 @@ def test_open_link_limits_and_directions() -> None:
         (b"\x00\x00\x00\x04\x16\x00\x00\x00", "truncated HEARTBEAT"),
         (b"\x00\x00\x00\x07\x16\x00\x00\x00\x01\x00\x00", "trailing bytes"),
         (b"\x00\x00\x00\x04\x17\x01\xff\x00", "invalid UTF-8"),
-        (b"\x00\x00\x00\x04\x17\x01a\x09", "unknown socket status 9"),
+        (b"\x00\x00\x00\x05\x17\x01a\x09\x00", "unknown socket status 9"),
     ],
 )
 def test_malformed_frames_give_the_documented_error(frame: bytes, reason: str) -> None:

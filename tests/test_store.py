@@ -42,7 +42,9 @@ def test_message_ids_count_like_increment(store: ChatStore) -> None:
     assert ids == [1, 2, 3]
     store.db.execute("DELETE FROM messages WHERE id = 3")
     assert store.add_message("x") == 4
-    assert store.message(2) == '{"Message":"1"}'
+    second = store.message(2)
+    assert second is not None
+    assert second.raw == '{"Message":"1"}'
     assert store.message(3) is None
 
 
@@ -68,8 +70,10 @@ def test_rooms_scope_connections_users_and_messages(store: ChatStore) -> None:
     store.add_message("r1", room="red")
     store.add_message("b1", room="blue")
     assert store.connections("red") == ["g-1", "g-10"]
+    store.set_connection_mode("g-10", "private")
+    assert store.connections("red", mode="shared") == ["g-1"]
     assert store.userlist("blue") == ["bob"]
-    assert store.messages_after("red", 0) == [(1, "r1")]
+    assert [(m.id, m.raw) for m in store.messages_after("red", 0)] == [(1, "r1")]
     assert store.connection_room("g-2") == "blue"
     assert store.remove_connection("g-2")
     assert not store.remove_connection("g-2")
