@@ -108,10 +108,23 @@ class ChatServer(WebSocket):
         # broadcasts and the user list.
         self.room = ((request.get("room") if request else None) or "default")[:64]
         if self.WebSocketID:
-            await self.store.run(ChatStore.add_connection, self.WebSocketID, self.room,
+            await self.store.write(ChatStore.add_connection, self.WebSocketID, self.room,
                                  mode, self.GWClientAddress)
+            if self.SharedConnection:
+                await self.join_group(self.group_name)
         else:
-            await self.store.run(ChatStore.log_error, "no websocketid defined")
+            await self.store.write(ChatStore.log_error, "no websocketid defined")
+
+    @property
+    def group_name(self) -> str:
+        """The gateway group of this socket's room (the fast path of SendData)."""
+        return f"chat:{self.room}"
+
+    @property
+    def per_socket_fanout(self) -> bool:
+        """``--set fanout=per-socket``: SendData loops OpenServer(id).Write as the
+        tutorial does, instead of one group write per gateway."""
+        return self.settings.get("fanout", "group") == "per-socket"
 
     @property
     def read_timeout_s(self) -> float:
@@ -122,7 +135,7 @@ class ChatServer(WebSocket):
         """Status to this socket, then read and dispatch until the client closes."""
         private = not self.SharedConnection
         if private:  # also when the gateway's Registry forced a shared request private
-            await self.store.run(ChatStore.set_connection_mode, self.WebSocketID, "private")
+            await self.store.write(ChatStore.set_connection_mode, self.WebSocketID, "private")
             self._seen_id = await self.store.run(ChatStore.last_message_id, self.room)
         await self.StatusUpdate(self.WebSocketID)
         # Fix: a new socket gets the current user list (the tutorial's page showed an
@@ -138,7 +151,7 @@ class ChatServer(WebSocket):
                     await self._poll()
                 continue
             except ClientClosed:
-                await self.store.run(ChatStore.remove_connection, self.WebSocketID)
+                await self.store.write(ChatStore.remove_connection, self.WebSocketID)
                 await self.RemoveUser(self.WebSocketID)
                 return
             try:
@@ -193,7 +206,7 @@ class ChatServer(WebSocket):
             raise BadInput("Message is not valid base64") from None
         if not isinstance(author, str) or len(author) > MAX_ALIAS_CHARS:
             raise BadInput(f"Author must be a name of at most {MAX_ALIAS_CHARS} characters")
-        mid = await self.store.run(ChatStore.add_message, data, wsid=self.WebSocketID,
+        mid = await self.store.write(ChatStore.add_message, data, wsid=self.WebSocketID,
                                    room=self.room, author=author)
         await self.ProcessMessage(mid)
 
@@ -215,8 +228,15 @@ class ChatServer(WebSocket):
 
     async def SendData(self, data: dict[str, Any]) -> None:
         """Write ``data`` to every shared connection of the room, the sender included;
-        private connections poll the store instead."""
+        private connections poll the store instead.
+
+        By default one group write per gateway does it (the gateway fans out); with
+        ``--set fanout=per-socket``, the tutorial's loop of OpenServer(id).Write.
+        """
         text = _json(data)
+        if not self.per_socket_fanout:
+            await self.write_group(self.group_name, text)
+            return
         for c in await self.store.run(ChatStore.connections, self.room, "shared"):
             ws = type(self)()
             try:
@@ -239,23 +259,23 @@ class ChatServer(WebSocket):
         if len(alias) > MAX_ALIAS_CHARS:
             raise BadInput(f"User must be at most {MAX_ALIAS_CHARS} characters")
         # Fix: a rename replaces the old name (the tutorial appended, keeping both).
-        await self.store.run(ChatStore.set_alias, wid, alias.strip(), self.room)
+        await self.store.write(ChatStore.set_alias, wid, alias.strip(), self.room)
         await self._send_userlist()
 
     async def RemoveUser(self, wsid: str) -> None:
         """Take the user of ``wsid`` off the list and tell the room."""
         # Fix: removed by socket, not the first entry with the same name.
-        removed = await self.store.run(ChatStore.remove_user, wsid)
+        removed = await self.store.write(ChatStore.remove_user, wsid)
         if removed is not None:
             await self._send_userlist()
 
     async def HandleError(self, conn: str, kind: str) -> None:
         """Record a failed open (and drop that connection) or a failed write."""
         if kind == "open":
-            await self.store.run(ChatStore.log_error, "open failed for", conn, conn)
-            await self.store.run(ChatStore.remove_connection, conn)
+            await self.store.write(ChatStore.log_error, "open failed for", conn, conn)
+            await self.store.write(ChatStore.remove_connection, conn)
         else:
-            await self.store.run(ChatStore.log_error, "failed to send data to", conn, conn)
+            await self.store.write(ChatStore.log_error, "failed to send data to", conn, conn)
 
     async def BroadCast(self, text: str = "testmessage") -> None:
         """The tutorial's admin helper: a message from ``system`` to the room."""
@@ -268,5 +288,5 @@ class ChatServer(WebSocket):
 
     async def _refuse(self, why: str) -> None:
         log.info("wsid=%s bad input: %s", self.WebSocketID, why)
-        await self.store.run(ChatStore.log_error, "bad input", why, self.WebSocketID)
+        await self.store.write(ChatStore.log_error, "bad input", why, self.WebSocketID)
         await self.Write(_json({"Type": "Error", "Message": why}))

@@ -9,8 +9,8 @@ from appserver.websocket import WebSocket
 
 __all__ = ["BUILTIN_APPS", "ClassLoadError", "load_classes"]
 
-#: Served by every app server: the tutorial's chat.
-BUILTIN_APPS: tuple[str, ...] = ("appserver.chat:ChatServer",)
+#: Served by every app server: the tutorial's chat, and an echo for the benchmark.
+BUILTIN_APPS: tuple[str, ...] = ("appserver.chat:ChatServer", "appserver.echo:EchoServer")
 
 
 class ClassLoadError(Exception):

@@ -21,7 +21,20 @@ from appserver.errors import SocketGone
 from appserver.port import SocketPort
 from appserver.registry import Lookup, SocketRegistry, parse_wsid
 from appserver.websocket import WebSocket
-from gateway.frames import Adopt, Close, Data, End, Ended, Event, Open, SocketState, Write
+from gateway.frames import (
+    Adopt,
+    Close,
+    Data,
+    End,
+    Ended,
+    Event,
+    Group,
+    Open,
+    SocketState,
+    Write,
+    WriteGroup,
+    WriteMany,
+)
 from gateway.links import Link
 from store.aio import AsyncStore
 
@@ -106,6 +119,37 @@ class WorkerRuntime:
             await link.out.drain()  # flow control: a slow gateway slows its writers
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
+
+    def gateway_links(self) -> list[Link]:
+        """One link to each gateway this worker is linked to (a broadcast's routes)."""
+        chosen: dict[str, Link] = {}
+        for link in self.links.values():
+            if link.up:
+                chosen.setdefault(link.gateway_id, link)
+        return list(chosen.values())
+
+    async def write_group(self, name: str, binary: bool, payload: bytes) -> None:
+        """One frame per gateway: each fans the message out to the group's sockets."""
+        for link in self.gateway_links():
+            link.send(WriteGroup(name, binary, payload))
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def write_many(self, wsids: list[str], binary: bool, payload: bytes) -> None:
+        """One frame per gateway listing that gateway's sockets."""
+        by_gateway: dict[str, list[str]] = {}
+        for wsid in wsids:
+            parsed = parse_wsid(wsid)
+            if parsed is not None:
+                by_gateway.setdefault(parsed[0], []).append(wsid)
+        for link in self.gateway_links():
+            ids = by_gateway.get(link.gateway_id)
+            if ids:
+                link.send(WriteMany(tuple(ids), binary, payload))
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    def group(self, wsid: str, port: SocketPort | None, name: str, *, join: bool) -> None:
+        """Ask the socket's gateway to add it to (or remove it from) a group."""
+        self.link_for(wsid, port).send(Group(wsid, name, join))
 
     async def end(self, wsid: str, port: SocketPort | None) -> bool:
         """Ask the gateway to close ``wsid``; True if this call closed it (EndServer)."""

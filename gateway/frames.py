@@ -35,6 +35,7 @@ __all__ = [
     "Ended",
     "Event",
     "FrameType",
+    "Group",
     "Handoff",
     "Heartbeat",
     "Hello",
@@ -46,6 +47,8 @@ __all__ = [
     "SocketStatus",
     "Welcome",
     "Write",
+    "WriteGroup",
+    "WriteMany",
     "decode_body",
     "encode_frame",
 ]
@@ -90,6 +93,9 @@ class FrameType(enum.IntEnum):
     ENDED = 0x19
     HANDOFF = 0x1A
     ADOPT = 0x1B
+    GROUP = 0x1C
+    WRITE_GROUP = 0x1D
+    WRITE_MANY = 0x1E
 
 
 class SocketStatus(enum.IntEnum):
@@ -265,9 +271,40 @@ class Adopt:
     state: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Worker -> gateway: ``wsid`` joins (or leaves) the named group of sockets."""
+
+    wsid: str
+    name: str
+    join: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WriteGroup:
+    """Worker -> gateway: one message to every shared socket of a group on this gateway.
+
+    The fast path of a broadcast: one frame per gateway, not one per socket.
+    """
+
+    name: str
+    binary: bool
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WriteMany:
+    """Worker -> gateway: one message to each of the listed shared sockets."""
+
+    wsids: tuple[str, ...]
+    binary: bool
+    payload: bytes
+
+
 Event = (
     Challenge | Hello | Welcome | Refused | Open | Accept | Reject | Data | Write | Close
-    | Heartbeat | SocketState | End | Ended | Handoff | Adopt
+    | Heartbeat | SocketState | End | Ended | Handoff | Adopt | Group | WriteGroup
+    | WriteMany
 )
 
 
@@ -352,6 +389,23 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.str8(wsid)
             w.raw(state)
             return FrameType.HANDOFF, b"".join(w.parts)
+        case Group(wsid, name, join):
+            w.str8(wsid)
+            w.str8(name)
+            w.u8(_flags(join))
+            return FrameType.GROUP, b"".join(w.parts)
+        case WriteGroup(name, binary, payload):
+            w.str8(name)
+            w.u8(_flags(binary))
+            w.raw(payload)
+            return FrameType.WRITE_GROUP, b"".join(w.parts)
+        case WriteMany(wsids, binary, payload):
+            w.u32(len(wsids))
+            for wsid in wsids:
+                w.str8(wsid)
+            w.u8(_flags(binary))
+            w.raw(payload)
+            return FrameType.WRITE_MANY, b"".join(w.parts)
         case Accept(wsid, shared, binary):
             w.str8(wsid)
             w.u8(_flags(shared, binary))
@@ -533,6 +587,21 @@ def decode_body(type_byte: int, body: bytes) -> Event:
             event = Adopt(_read_open(r), r.rest())
         case FrameType.HANDOFF:
             event = Handoff(r.str8(), r.rest())
+        case FrameType.GROUP:
+            wsid, name = r.str8(), r.str8()
+            (join,) = r.flags(1)
+            event = Group(wsid, name, join)
+        case FrameType.WRITE_GROUP:
+            name = r.str8()
+            (binary,) = r.flags(1)
+            event = WriteGroup(name, binary, r.rest())
+        case FrameType.WRITE_MANY:
+            count = r.u32()
+            if count > len(body):  # each id takes at least one byte
+                raise LinkProtocolError("WRITE_MANY lists more ids than the frame holds")
+            wsids = tuple(r.str8() for _ in range(count))
+            (binary,) = r.flags(1)
+            event = WriteMany(wsids, binary, r.rest())
         case FrameType.ACCEPT:
             wsid = r.str8()
             shared, binary = r.flags(2)

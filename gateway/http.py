@@ -122,6 +122,9 @@ async def serve_connection(gw: Gateway, sock: socket.socket, client_host: str) -
             await _send(conn, sock, Response.text(status, f"bad request: {exc}"), close=True)
     except (trio.ClosedResourceError, OSError, h11.LocalProtocolError):
         pass
+    except Exception:
+        # A bug must cost one connection, never the gateway and its other sockets.
+        log.exception("internal error serving a connection from %s", client_host)
     finally:
         trio.lowlevel.notify_closing(sock)
         sock.close()

@@ -16,7 +16,13 @@ from typing import Protocol
 import trio
 
 from gateway.frames import Event, Heartbeat, Hello, LinkProtocolError, Refused, Welcome
-from gateway.net import SendBuffer, SendOverflow, connect_tcp, receive_some
+from gateway.net import (
+    READS_PER_YIELD,
+    SendBuffer,
+    SendOverflow,
+    connect_tcp,
+    receive_some,
+)
 from gateway.protocol import PROTOCOL_VERSION, LinkConnection, LinkUsageError, Role
 
 __all__ = ["HEARTBEAT_S", "Link", "LinkHandler", "LinkPool", "LinkRefused"]
@@ -85,6 +91,7 @@ class Link:
         self.frames_in = 0
         self.frames_out = 0
         self._wakeup = trio.Event()
+        self._writing = False
         self._last_heard = trio.current_time()
         self._closed = trio.Event()
         #: Set when the link stops taking new sockets: it closed, or became private.
@@ -108,6 +115,7 @@ class Link:
         """Queue an already-encoded frame (a broadcast encodes once for every link)."""
         if not self.up:
             return
+        idle = not self.out.pending and not self._writing
         try:
             self.out.push(frame)
         except SendOverflow as exc:
@@ -116,7 +124,10 @@ class Link:
             self.close()
             return
         self.frames_out += 1
-        self._wakeup.set()
+        # An idle link sends at once (latency); a busy one leaves it to the writer task,
+        # which sends everything queued meanwhile in one call (throughput).
+        if not (idle and self.out.try_send()):
+            self._wakeup.set()
 
     def close(self) -> None:
         """End the link; :meth:`run` returns soon after."""
@@ -141,6 +152,7 @@ class Link:
             handler.link_lost(self)
 
     async def _reader(self, handler: LinkHandler) -> None:
+        reads = 0
         try:
             while True:
                 # Events first: bytes handed over with the link may already hold frames.
@@ -150,13 +162,22 @@ class Link:
                         if not event.reply:
                             self.send(Heartbeat(event.seq, reply=True))
                         continue
-                    handler.link_event(self, event)
+                    try:
+                        handler.link_event(self, event)
+                    except Exception:
+                        # A bug handling one frame must not take the link (and every
+                        # socket on it) down with it.
+                        log.exception("link %d: internal error handling %s", self.id,
+                                      type(event).__name__)
                 handler.link_batch_done(self)
                 if self.conn.eof:
                     log.warning("link %d (worker pid %d): the peer closed it", self.id,
                                 self.worker_pid)
                     break
-                data = await receive_some(self.sock)
+                reads += 1
+                if reads % READS_PER_YIELD == 0:
+                    await trio.lowlevel.checkpoint()
+                data = await receive_some(self.sock, checkpoint=False)
                 self._last_heard = trio.current_time()
                 self.conn.receive_data(data)
         except LinkProtocolError as exc:
@@ -171,7 +192,11 @@ class Link:
             while True:
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
-                await self.out.drain()
+                self._writing = True
+                try:
+                    await self.out.drain()
+                finally:
+                    self._writing = False
                 if self.out.closed:
                     log.warning("link %d (worker pid %d): the app server hung up",
                                 self.id, self.worker_pid)

@@ -118,7 +118,8 @@ _HANDSHAKE_IN: dict[tuple[Role, LinkState], frozenset[FrameType]] = {
 _OPEN_IN: dict[Role, frozenset[FrameType]] = {
     Role.GATEWAY: frozenset(
         {FrameType.ACCEPT, FrameType.REJECT, FrameType.WRITE, FrameType.CLOSE,
-         FrameType.HEARTBEAT, FrameType.END, FrameType.HANDOFF}
+         FrameType.HEARTBEAT, FrameType.END, FrameType.HANDOFF, FrameType.GROUP,
+         FrameType.WRITE_GROUP, FrameType.WRITE_MANY}
     ),
     Role.APPSERVER: frozenset(
         {FrameType.OPEN, FrameType.DATA, FrameType.CLOSE, FrameType.HEARTBEAT,

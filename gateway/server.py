@@ -12,6 +12,7 @@ import itertools
 import logging
 import socket
 from collections import Counter
+from collections.abc import Iterable
 
 import trio
 
@@ -22,11 +23,14 @@ from gateway.frames import (
     End,
     Ended,
     Event,
+    Group,
     Handoff,
     Reject,
     SocketState,
     SocketStatus,
     Write,
+    WriteGroup,
+    WriteMany,
     encode_frame,
 )
 from gateway.links import Link, LinkPool
@@ -139,6 +143,12 @@ class Gateway:
         """Dispatch one event from a worker."""
         if isinstance(event, Write):
             self._handle_write(link, event)
+        elif isinstance(event, WriteGroup):
+            self._handle_write_group(event)
+        elif isinstance(event, WriteMany):
+            self._handle_write_many(event)
+        elif isinstance(event, Group):
+            self._handle_group(event)
         elif isinstance(event, Accept | Reject | Handoff):
             self._handle_reply(link, event)
         elif isinstance(event, Close):
@@ -193,6 +203,40 @@ class Gateway:
             self.stats["frames_out"] += 1
             self.stats["bytes_out"] += len(event.payload)
             self._dirty.add(bs)
+
+    def _fan_out(self, sockets: Iterable[BrowserSocket], binary: bool, payload: bytes) -> None:
+        """Queue one frame, encoded once, on every shared socket given."""
+        frame = encode_message(payload, binary=binary)
+        now = trio.current_time()
+        dirty = self._dirty
+        sent = 0
+        for bs in sockets:
+            if bs.shared and bs.queue(frame):
+                bs.last_activity = now
+                dirty.add(bs)
+                sent += 1
+        self.stats["frames_out"] += sent
+        self.stats["bytes_out"] += sent * len(payload)
+
+    def _handle_write_group(self, event: WriteGroup) -> None:
+        members = self.table.groups.get(event.name)
+        if members:
+            self._fan_out(members, event.binary, event.payload)
+
+    def _handle_write_many(self, event: WriteMany) -> None:
+        table = self.table
+        found = [bs for bs in map(table.get, event.wsids) if bs is not None]
+        self.stats["writes_dropped"] += len(event.wsids) - len(found)
+        self._fan_out(found, event.binary, event.payload)
+
+    def _handle_group(self, event: Group) -> None:
+        bs = self.table.get(event.wsid)
+        if bs is None or bs.phase in (SocketPhase.CLOSING, SocketPhase.CLOSED):
+            return
+        if event.join:
+            self.table.join(bs, event.name)
+        else:
+            self.table.leave(bs, event.name)
 
     def _handle_close(self, link: Link, event: Close) -> None:
         bs = self.table.get(event.wsid)

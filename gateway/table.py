@@ -44,8 +44,8 @@ class BrowserSocket:
 
     __slots__ = (
         "binary", "class_name", "client_address", "close_code", "close_reason",
-        "early", "last_activity", "link", "out", "pending_close", "phase", "reader_scope",
-        "reply", "reply_ready", "session",
+        "early", "groups", "last_activity", "link", "out", "pending_close", "phase",
+        "reader_scope", "reply", "reply_ready", "session",
         "shared", "sock", "worker_told", "writing", "ws", "wsid",
     )
 
@@ -68,6 +68,8 @@ class BrowserSocket:
         self.session = ""
         #: When a message last went either way (the session timeout counts from it).
         self.last_activity = trio.current_time()
+        #: The groups the socket belongs to (None until it joins one: most never do).
+        self.groups: set[str] | None = None
         self.reply_ready = trio.Event()
         #: Frames written before the handshake finished, sent right after the 101.
         self.early: list[bytes] = []
@@ -148,10 +150,12 @@ class BrowserSocket:
 
 
 class ConnectionTable:
-    """Every browser socket this gateway holds, by WebSocketID."""
+    """Every browser socket this gateway holds, by WebSocketID, and its groups."""
 
     def __init__(self) -> None:
         self._sockets: dict[str, BrowserSocket] = {}
+        #: Group name -> member sockets: what a WriteGroup fans out to.
+        self.groups: dict[str, set[BrowserSocket]] = {}
 
     def add(self, bs: BrowserSocket) -> None:
         """Register a socket; its id must be new."""
@@ -160,8 +164,28 @@ class ConnectionTable:
         self._sockets[bs.wsid] = bs
 
     def remove(self, wsid: str) -> None:
-        """Forget a socket (no error if it is already gone)."""
-        self._sockets.pop(wsid, None)
+        """Forget a socket and its group memberships (no error if it is already gone)."""
+        bs = self._sockets.pop(wsid, None)
+        if bs is not None and bs.groups:
+            for name in list(bs.groups):
+                self.leave(bs, name)
+
+    def join(self, bs: BrowserSocket, name: str) -> None:
+        """Put a socket in a group."""
+        self.groups.setdefault(name, set()).add(bs)
+        if bs.groups is None:
+            bs.groups = set()
+        bs.groups.add(name)
+
+    def leave(self, bs: BrowserSocket, name: str) -> None:
+        """Take a socket out of a group (the group goes when it is empty)."""
+        members = self.groups.get(name)
+        if members is not None:
+            members.discard(bs)
+            if not members:
+                del self.groups[name]
+        if bs.groups is not None:
+            bs.groups.discard(name)
 
     def get(self, wsid: str) -> BrowserSocket | None:
         """The socket with this id, or None."""

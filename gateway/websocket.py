@@ -29,7 +29,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from gateway.frames import Accept, Adopt, Close, Data, Handoff, Open, Reject, SocketStatus
 from gateway.links import Link
-from gateway.net import receive_some
+from gateway.net import READS_PER_YIELD, receive_some
 from gateway.server import Gateway
 from gateway.table import BrowserSocket, SocketPhase
 
@@ -190,6 +190,7 @@ async def _read_loop(gw: Gateway, bs: BrowserSocket) -> None:
     limit = gw.config.max_message_bytes
     parts: list[bytes] = []
     size = 0
+    reads = 0
     while True:
         for event in ws.events():
             if isinstance(event, TextMessage | BytesMessage):
@@ -222,7 +223,10 @@ async def _read_loop(gw: Gateway, bs: BrowserSocket) -> None:
                 return
         if ws.state is ConnectionState.CLOSED:
             return
-        data = await receive_some(bs.sock)
+        reads += 1
+        if reads % READS_PER_YIELD == 0:
+            await trio.lowlevel.checkpoint()
+        data = await receive_some(bs.sock, checkpoint=False)
         gw.stats["bytes_in"] += len(data)
         ws.receive_data(data or None)
 

@@ -3,33 +3,65 @@
 SQLite calls block, so async code never makes them on the event loop: it hands them to
 ``trio.to_thread.run_sync``. A capacity limiter of one keeps the single connection in
 one thread at a time (sqlite3 connections are not safe to share concurrently).
+
+Writes go through :meth:`AsyncStore.write`, which commits in groups: the writes that
+arrive while a commit is running wait, and the next commit takes them all in one
+transaction (each in its own savepoint, so one failing write fails alone). A caller
+resumes only after the COMMIT that holds its write: "stored" means what it meant.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 
 from store.sqlite import ChatStore
 
-__all__ = ["AsyncStore"]
+__all__ = ["AsyncStore", "StoreStats"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
+class _Pending:
+    __slots__ = ("call", "done", "error", "result")
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.call = call
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class StoreStats:
+    """What the store did: commits, the writes they held, and their latency."""
+
+    __slots__ = ("commit_seconds", "commits", "writes")
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.writes = 0
+        self.commit_seconds = 0.0
+
+
 class AsyncStore:
     """Runs :class:`ChatStore` methods off the event loop.
 
-    ``await store.run(ChatStore.add_message, raw, room="x")``
+    ``await store.run(ChatStore.userlist, room)`` for reads,
+    ``await store.write(ChatStore.add_message, raw, room=room)`` for writes.
     """
 
     def __init__(self, store: ChatStore) -> None:
         self.sync = store
+        self.stats = StoreStats()
         self._limiter = trio.CapacityLimiter(1)
+        self._queue: list[_Pending] = []
+        self._committing = False
+        self._batch_done = trio.Event()
 
     async def run(
         self, method: Callable[Concatenate[ChatStore, P], R], *args: P.args, **kwargs: P.kwargs
@@ -37,6 +69,57 @@ class AsyncStore:
         """Call ``method(store, *args, **kwargs)`` in the store's thread."""
         call = functools.partial(method, self.sync, *args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def write(
+        self, method: Callable[Concatenate[ChatStore, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Like :meth:`run`, for a write: committed (with others) before it returns."""
+        entry = _Pending(functools.partial(method, self.sync, *args, **kwargs))
+        self._queue.append(entry)
+        while not entry.done:
+            if self._committing:
+                await self._batch_done.wait()
+                continue
+            # Nobody is committing: this task commits everything queued, its own too.
+            batch, self._queue = self._queue, []
+            self._committing = True
+            try:
+                await trio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
+            finally:
+                self._committing = False
+                done, self._batch_done = self._batch_done, trio.Event()
+                done.set()
+        if entry.error is not None:
+            raise entry.error
+        result: R = entry.result
+        return result
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """In the store's thread: one transaction, a savepoint per write."""
+        started = time.perf_counter()
+        conn = self.sync.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for entry in batch:
+                conn.execute("SAVEPOINT one_write")
+                try:
+                    entry.result = entry.call()
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO one_write")
+                    entry.error = exc
+                conn.execute("RELEASE one_write")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            conn.execute("ROLLBACK")
+            for entry in batch:
+                entry.error = entry.error or exc
+            raise
+        finally:
+            for entry in batch:
+                entry.done = True
+            self.stats.commits += 1
+            self.stats.writes += len(batch)
+            self.stats.commit_seconds += time.perf_counter() - started
 
     def close(self) -> None:
         """Close the underlying store."""

@@ -19,6 +19,7 @@ from gateway.frames import (
     Ended,
     Event,
     FrameType,
+    Group,
     Handoff,
     Heartbeat,
     Hello,
@@ -30,6 +31,8 @@ from gateway.frames import (
     SocketStatus,
     Welcome,
     Write,
+    WriteGroup,
+    WriteMany,
     decode_body,
     encode_frame,
 )
@@ -72,6 +75,11 @@ WORKER_TO_GATEWAY: list[Event] = [
     Heartbeat(1),
     End(9, "gw.a1-1", 1000, "bye"),
     Handoff("gw.a1-5", b"\x80\x05pickled"),
+    Group("gw.a1-1", "chat:default"),
+    Group("gw.a1-1", "chat:default", join=False),
+    WriteGroup("chat:default", False, b'{"Type":"Chat"}'),
+    WriteMany(("gw.a1-1", "gw.a1-2", "gw.a1-30"), True, b"\x01\x02"),
+    WriteMany((), False, b""),
 ]
 HANDSHAKE: list[Event] = [
     Challenge(PROTOCOL_VERSION, b"n" * 32),

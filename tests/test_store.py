@@ -116,3 +116,34 @@ async def test_async_store_runs_off_the_event_loop() -> None:
                 nursery.start_soon(add, i)
     assert sorted(results) == list(range(1, 21))
     assert len(await store.run(ChatStore.messages_after, "r", 0)) == 20
+
+
+async def test_group_commit_batches_writes_and_isolates_failures() -> None:
+    """Writes arriving during a commit share the next one; a failing write fails alone;
+    every caller resumes with its row committed."""
+    store = AsyncStore(ChatStore.open(None))
+    ids: list[int] = []
+    failures: list[Exception] = []
+
+    async def add(i: int) -> None:
+        ids.append(await store.write(ChatStore.add_message, f"m{i}", room="r"))
+
+    async def fail() -> None:
+        try:
+            await store.write(ChatStore.log_error, None)  # type: ignore[arg-type]
+        except Exception as exc:
+            failures.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(add, i)
+                if i == 25:
+                    nursery.start_soon(fail)
+    assert sorted(ids) == list(range(1, 51))
+    assert len(failures) == 1
+    assert store.stats.writes == 51
+    assert store.stats.commits < 51  # they were grouped
+    rows = await store.run(ChatStore.messages_after, "r", 0)
+    assert sorted(r.raw for r in rows) == sorted(f"m{i}" for i in range(50))
+    assert await store.run(ChatStore.errors) == []
