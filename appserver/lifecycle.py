@@ -17,13 +17,14 @@ A private socket needs a worker that serves nothing else. The gateway sends hand
 to an empty worker when it has one, so the handshake worker normally keeps the socket.
 When it already serves other sockets, the socket moves instead: the worker sends its
 attributes to the gateway (``Handoff``), which opens a dedicated link and hands them to
-a fresh worker (``Adopt``); OnPreServer is never run twice.
+a fresh worker (``Adopt``); OnPreServer is never run twice. The attributes travel as
+JSON, so they must be JSON values.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import pickle
 
 import trio
 
@@ -34,7 +35,7 @@ from appserver.websocket import HandshakeRequest, WebSocket
 from gateway.frames import Accept, Adopt, Close, Handoff, Open, Reject
 from gateway.links import Link
 
-__all__ = ["adopt_socket", "after_server", "run_server", "serve_socket"]
+__all__ = ["adopt_socket", "after_server", "finish_all", "run_server", "serve_socket"]
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,12 @@ def _hand_off(runtime: WorkerRuntime, link: Link, port: SocketPort) -> None:
     """A private socket on a worker that serves others: move it with its attributes."""
     runtime.forget_port(port)
     try:
-        state = pickle.dumps(port.instance.moved_state())
-    except Exception as exc:
-        log.error("wsid=%s: cannot move the private socket: its attributes do not pickle "
-                  "(%s)", port.wsid, exc)
+        # JSON, not pickle: link frames are authenticated but not signed, and decoding
+        # them must never run code.
+        state = json.dumps(port.instance.moved_state()).encode()
+    except (TypeError, ValueError) as exc:
+        log.error("wsid=%s: cannot move the private socket: the attributes OnPreServer "
+                  "set are not JSON values (%s)", port.wsid, exc)
         link.send(Reject(port.wsid, 500, "a private socket could not move to a dedicated "
                                          "worker; the app server's log has the details"))
         return
@@ -126,8 +129,7 @@ async def adopt_socket(runtime: WorkerRuntime, link: Link, event: Adopt) -> None
         return
     instance: WebSocket = port.instance
     try:
-        # The peer is the gateway, authenticated by the link secret: unpickling is safe.
-        instance.restore_state(pickle.loads(event.state))
+        instance.restore_state(json.loads(event.state))
     except Exception:
         log.exception("wsid=%s: cannot restore a handed-off socket", event.open.wsid)
         runtime.forget_port(port)
@@ -165,6 +167,17 @@ async def run_server(runtime: WorkerRuntime, port: SocketPort) -> None:
         runtime.registry.mark_closed(port.wsid)
         port.mark_closed(code)
     after_server(runtime, port)
+
+
+async def finish_all(runtime: WorkerRuntime) -> None:
+    """The worker is stopping: run OnPostServer for sockets whose Server() returned.
+
+    Sockets whose Server() is still running finish in its cancellation handler.
+    """
+    for port in list(runtime.ports.values()):
+        if port.server_done and not port.dispatching:
+            port.mark_closed(1001)
+            await _finish(runtime, port)
 
 
 def after_server(runtime: WorkerRuntime, port: SocketPort) -> None:

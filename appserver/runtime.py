@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import trio
 
-from appserver.errors import SocketGone
+from appserver.errors import SocketGone, WebSocketError
 from appserver.port import SocketPort
 from appserver.registry import Lookup, SocketRegistry, parse_wsid
 from appserver.websocket import WebSocket
@@ -36,9 +36,10 @@ from gateway.frames import (
     WriteMany,
 )
 from gateway.links import Link
+from gateway.protocol import MAX_PAYLOAD_BYTES
 from store.aio import AsyncStore
 
-__all__ = ["WorkerRuntime", "current_runtime", "install_runtime"]
+__all__ = ["WorkerRuntime", "check_payload", "current_runtime", "install_runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,13 @@ LINK_HIGH_WATER_BYTES = 4 * 1024 * 1024
 SHUTDOWN_GRACE_S = 2.0
 
 _current: WorkerRuntime | None = None
+
+
+def check_payload(payload: bytes) -> None:
+    """Refuse a message the link cannot carry, before it is sent."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WebSocketError(f"a message of {len(payload)} bytes is over the "
+                             f"{MAX_PAYLOAD_BYTES} a link frame carries")
 
 
 def current_runtime() -> WorkerRuntime:
@@ -113,6 +121,7 @@ class WorkerRuntime:
         """Send a message to a browser socket, from whichever instance asks."""
         if (port is not None and port.closed) or self.registry.lookup(wsid) is Lookup.CLOSED:
             raise SocketGone(f"socket {wsid} is closed: the write was not sent", wsid=wsid)
+        check_payload(payload)
         link = self.link_for(wsid, port)
         link.send(Write(wsid, binary, payload))
         if link.out.pending > LINK_HIGH_WATER_BYTES:
@@ -130,12 +139,14 @@ class WorkerRuntime:
 
     async def write_group(self, name: str, binary: bool, payload: bytes) -> None:
         """One frame per gateway: each fans the message out to the group's sockets."""
+        check_payload(payload)
         for link in self.gateway_links():
             link.send(WriteGroup(name, binary, payload))
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def write_many(self, wsids: list[str], binary: bool, payload: bytes) -> None:
         """One frame per gateway listing that gateway's sockets."""
+        check_payload(payload)
         by_gateway: dict[str, list[str]] = {}
         for wsid in wsids:
             parsed = parse_wsid(wsid)

@@ -16,6 +16,7 @@ import base64
 import itertools
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -118,8 +119,11 @@ class Supervisor:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         command = [sys.executable, "-m", "appserver.worker", "--control-fd",
                    str(child.fileno()), "--config", self._worker_config()]
+        # Workers never need the secret (the supervisor authenticates every link).
+        env = {k: v for k, v in os.environ.items() if k != "WSGATE_SECRET"}
         try:
-            process = await trio.lowlevel.open_process(command, pass_fds=(child.fileno(),))
+            process = await trio.lowlevel.open_process(command, pass_fds=(child.fileno(),),
+                                                       env=env)
         finally:
             child.close()
         parent.setblocking(False)

@@ -300,7 +300,11 @@ class WebSocket:
     _NOT_MOVED = frozenset({"_port", "request"})
 
     def moved_state(self) -> dict[str, object]:
-        """The instance's attributes, for a private socket moving to a dedicated worker."""
+        """The instance's attributes, for a private socket moving to a dedicated worker.
+
+        They travel as JSON, so OnPreServer of a class that may run private should set
+        only JSON values (str, int, float, bool, None, lists and dicts of them).
+        """
         return {k: v for k, v in vars(self).items() if k not in self._NOT_MOVED}
 
     def restore_state(self, state: dict[str, object]) -> None:

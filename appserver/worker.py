@@ -4,8 +4,9 @@ Started by the supervisor as ``python -m appserver.worker --control-fd N --confi
 The control socket (``AF_UNIX``, ``SOCK_SEQPACKET``, one message per packet) carries,
 supervisor to worker, ``{"cmd": "link", ...}`` with the link's file descriptor attached
 (``SCM_RIGHTS``) or ``{"cmd": "stop"}``; worker to supervisor, ``{"event": "ready"}``
-and ``{"event": "link-closed", "link": n}``. The worker never sees the link secret:
-the supervisor authenticates each link before handing it over.
+and ``{"event": "link-closed", "link": n}``. The worker never sees the link secret
+(it is not in its environment): the supervisor authenticates each link before handing
+it over.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 import trio
 
 from appserver.classes import load_classes
-from appserver.runtime import WorkerRuntime, install_runtime
+from appserver.lifecycle import finish_all
+from appserver.runtime import SHUTDOWN_GRACE_S, WorkerRuntime, install_runtime
 from gateway.links import Link
 from gateway.logsetup import configure_logging
 from gateway.protocol import LinkConnection, Role
@@ -97,14 +99,19 @@ async def _serve(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
         async with trio.open_nursery() as nursery:
             runtime.nursery = nursery
 
+            async def stop() -> None:
+                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_GRACE_S):
+                    await finish_all(runtime)
+                nursery.cancel_scope.cancel()
+
             async def stop_on_signal() -> None:
                 async for _ in signals:
-                    nursery.cancel_scope.cancel()
+                    await stop()
 
             nursery.start_soon(stop_on_signal)
             send_control(ctrl, {"event": "ready", "pid": os.getpid()})
             await _control_loop(runtime, ctrl, nursery)
-            nursery.cancel_scope.cancel()
+            await stop()
 
 
 def main(argv: list[str] | None = None) -> int:

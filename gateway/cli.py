@@ -14,11 +14,15 @@ import trio
 from gateway.config import GatewayConfig, SecretError, load_secret, new_gateway_id
 from gateway.logsetup import configure_logging
 from gateway.net import parse_hostport
+from gateway.protocol import MAX_PAYLOAD_BYTES
 from gateway.server import Gateway
 
 __all__ = ["main"]
 
 log = logging.getLogger(__name__)
+
+#: On SIGTERM, how long browsers get to answer the gateway's close frames.
+CLOSE_GRACE_S = 2.0
 
 
 def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +38,9 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the link secret (default: $WSGATE_SECRET)")
     parser.add_argument("--max-message-bytes", type=int, default=1024 * 1024, metavar="N",
                         help="largest message a browser may send; more closes with 1009")
+    parser.add_argument("--max-queued-bytes", type=int, default=8 * 1024 * 1024, metavar="N",
+                        help="bytes queued for one browser before it is dropped as too "
+                             "slow (default 8 MiB)")
     parser.add_argument("--queue-timeout", type=float, default=10.0, metavar="S",
                         help="how long a new socket waits for a free link before 503 "
                              "(IRIS: Queued Request Timeout; default 10)")
@@ -56,10 +63,14 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
 def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
     if args.pool < 1:
         raise ValueError("--pool must be at least 1")
+    if not 1 <= args.max_message_bytes <= MAX_PAYLOAD_BYTES:
+        raise ValueError(f"--max-message-bytes must be between 1 and {MAX_PAYLOAD_BYTES} "
+                         "(what one link frame carries)")
     config = GatewayConfig(
         appserver=parse_hostport(args.appserver), secret=load_secret(args.secret_file),
         host=args.host, port=args.port, pool=args.pool,
         gateway_id=new_gateway_id(args.name), max_message_bytes=args.max_message_bytes,
+        socket_buffer_bytes=args.max_queued_bytes,
         queue_timeout_s=args.queue_timeout, response_timeout_s=args.response_timeout,
         session_timeout_s=args.session_timeout,
         registry_enabled=args.registry_methods == "enabled",
@@ -83,7 +94,9 @@ async def _serve_gateway(config: GatewayConfig, exit_with_parent: bool) -> None:
             if exit_with_parent:
                 nursery.start_soon(watch_parent, nursery.cancel_scope)
             async for signum in signals:
-                log.info("%s: stopping", signal.Signals(signum).name)
+                log.info("%s: closing %d sockets with 1001, then stopping",
+                         signal.Signals(signum).name, len(gateway.table))
+                await gateway.close_all(1001, "the gateway is shutting down", CLOSE_GRACE_S)
                 nursery.cancel_scope.cancel()
                 break
 

@@ -209,6 +209,8 @@ def route(gw: Gateway, request: h11.Request, client_host: str) -> Response:
     match = _CLS_PATH.match(path)
     if match is not None:
         class_key = f"{match[1].lower()}/{match[2]}"
+        if not gw.classes:
+            return Response.text(503, "the app server is not linked yet; try again soon")
         if class_key not in gw.classes:
             return Response.text(404, f"no server class {match[2]} in namespace {match[1]}")
         return Response(

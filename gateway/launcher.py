@@ -3,7 +3,7 @@
 The quick start. Both children are ordinary ``wsgate appserver`` / ``wsgate gateway``
 processes (what a user would start on two hosts), each in its own session so that a
 Ctrl-C reaches only this launcher, which then stops them in order: the gateway first
-(browsers get their close), then the app server (workers run OnPostServer).
+(browsers get a 1001 close), then the app server (workers run OnPostServer).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ __all__ = ["HEARTBEAT_S", "Link", "LinkHandler", "LinkPool", "LinkRefused"]
 
 log = logging.getLogger(__name__)
 
-#: A link that has been quiet this long gets a heartbeat; three missed ones end it.
+#: Each link sends a heartbeat this often; one silent for three periods is ended.
 HEARTBEAT_S = 5.0
 #: How long the handshake with the app server may take.
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -361,9 +361,9 @@ class LinkPool:
             while True:
                 try:
                     link = await self._connect()
-                except LinkRefused as exc:
-                    if not exc.busy:
-                        raise
+                except (OSError, LinkProtocolError, LinkRefused, trio.TooSlowError) as exc:
+                    if not (isinstance(exc, LinkRefused) and exc.busy):
+                        log.warning("wsid=%s: no dedicated link: %s", wsid, _describe(exc))
                     with trio.move_on_after(_RETRY_MAX_S):
                         await self._changed.wait()
                     continue

@@ -56,6 +56,7 @@ from gateway.frames import (
 
 __all__ = [
     "MAX_FRAME_BYTES",
+    "MAX_PAYLOAD_BYTES",
     "PREAUTH_MAX_FRAME_BYTES",
     "PROTOCOL_VERSION",
     "LinkAuthError",
@@ -71,6 +72,8 @@ PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: Largest frame accepted before authentication: the handshake frames are far smaller.
 PREAUTH_MAX_FRAME_BYTES = 4096
+#: Largest message payload a Data or Write frame can carry (the rest is its header).
+MAX_PAYLOAD_BYTES = MAX_FRAME_BYTES - 1024
 
 _LENGTH = struct.Struct(">I")
 

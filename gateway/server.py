@@ -113,6 +113,15 @@ class Gateway:
         finally:
             listener.close()
 
+    async def close_all(self, code: int, reason: str, grace_s: float) -> None:
+        """Close every browser socket (e.g. 1001 on shutdown) and wait up to ``grace_s``
+        for the closing handshakes to finish."""
+        for bs in self.table:
+            if bs.close_from_server(code, reason):
+                bs.flush(self.nursery)
+        with trio.move_on_after(grace_s):
+            await self.table.wait_empty()
+
     async def _expire_idle_sockets(self) -> None:
         timeout = self.config.session_timeout_s
         while True:
@@ -185,6 +194,10 @@ class Gateway:
             log.warning("link %d: answer for unknown handshake wsid=%s", link.id, event.wsid)
             return
         bs.reply = event
+        if isinstance(event, Accept) and not event.shared:
+            # Now, not when the handshake task resumes: pick() must not lend this link
+            # to another socket in between.
+            link.dedicate(event.wsid)
         bs.reply_ready.set()
 
     def _handle_write(self, link: Link, event: Write) -> None:

@@ -87,6 +87,11 @@ def render_metrics(gw: Gateway) -> str:
         "# HELP wsgate_gateway_links Links to app-server workers that are up.",
         "# TYPE wsgate_gateway_links gauge",
         f"wsgate_gateway_links {len(snapshot['links'])}",
+        "# HELP wsgate_gateway_link_queued_bytes Bytes queued towards each worker.",
+        "# TYPE wsgate_gateway_link_queued_bytes gauge",
+        *(f'wsgate_gateway_link_queued_bytes{{link="{link["link"]}",'
+          f'worker_pid="{link["worker_pid"]}"}} {link["queued_bytes"]}'
+          for link in snapshot["links"]),
     ]
     counters = {
         "frames_in": "Messages received from browsers.",
@@ -96,6 +101,9 @@ def render_metrics(gw: Gateway) -> str:
         "sockets_opened": "Browser sockets opened.",
         "sockets_closed": "Browser sockets closed.",
         "sockets_dropped": "Browser sockets dropped as too slow.",
+        "sockets_refused_busy": "Handshakes answered 503: no worker free in time.",
+        "sockets_timed_out": "Sockets closed by the session timeout.",
+        "messages_too_big": "Sockets closed with 1009 for an oversized message.",
         "writes_dropped": "Writes for sockets that were gone or not the writer's.",
     }
     for key, help_text in counters.items():

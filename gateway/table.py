@@ -44,7 +44,7 @@ class BrowserSocket:
 
     __slots__ = (
         "binary", "class_name", "client_address", "close_code", "close_reason",
-        "early", "groups", "last_activity", "link", "out", "pending_close", "phase",
+        "dropped", "early", "groups", "last_activity", "link", "out", "pending_close", "phase",
         "reader_scope", "reply", "reply_ready", "session",
         "shared", "sock", "worker_told", "writing", "ws", "wsid",
     )
@@ -74,6 +74,8 @@ class BrowserSocket:
         #: Frames written before the handshake finished, sent right after the 101.
         self.early: list[bytes] = []
         self.writing = False
+        #: Dropped for being too slow (counted once by the gateway when it ends).
+        self.dropped = False
         self.reader_scope: trio.CancelScope | None = None
         self.close_code = 1006
         self.close_reason = ""
@@ -99,6 +101,7 @@ class BrowserSocket:
         except SendOverflow as exc:
             log.warning("wsid=%s dropped: slow client (%s)", self.wsid, exc)
             self.abort(1008, "slow client")
+            self.dropped = True
             return False
         return True
 
@@ -156,6 +159,7 @@ class ConnectionTable:
         self._sockets: dict[str, BrowserSocket] = {}
         #: Group name -> member sockets: what a WriteGroup fans out to.
         self.groups: dict[str, set[BrowserSocket]] = {}
+        self._emptied = trio.Event()
 
     def add(self, bs: BrowserSocket) -> None:
         """Register a socket; its id must be new."""
@@ -169,6 +173,14 @@ class ConnectionTable:
         if bs is not None and bs.groups:
             for name in list(bs.groups):
                 self.leave(bs, name)
+        if not self._sockets:
+            self._emptied.set()
+            self._emptied = trio.Event()
+
+    async def wait_empty(self) -> None:
+        """Return once no socket is left."""
+        while self._sockets:
+            await self._emptied.wait()
 
     def join(self, bs: BrowserSocket, name: str) -> None:
         """Put a socket in a group."""

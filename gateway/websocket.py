@@ -10,6 +10,7 @@ Outbound data frames are encoded by :mod:`gateway.wsframe` and queued by the gat
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -71,6 +72,9 @@ async def serve_websocket(
             return _busy(gw)
         target = urlsplit(request.target.decode("latin-1"))
         headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers)
+        too_big = _too_big_for_the_link(target.path, target.query, headers)
+        if too_big:
+            return Rejection(431, too_big)
         bs.session = _session_cookie(headers)
         opening = Open(bs.wsid, bs.class_name, target.path, target.query, headers,
                        bs.client_address, shared_allowed=gw.config.registry_enabled)
@@ -98,13 +102,32 @@ def _busy(gw: Gateway) -> Rejection:
     )
 
 
+_SESSION_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+#: The link carries a header name in 255 bytes and a value, path or query in 65535.
+_NAME_BYTES, _VALUE_BYTES = 0xFF, 0xFFFF
+
+
+def _too_big_for_the_link(path: str, query: str,
+                          headers: tuple[tuple[str, str], ...]) -> str:
+    """Why the request cannot travel in an Open frame ("" when it can)."""
+    if len(path.encode()) > _VALUE_BYTES or len(query.encode()) > _VALUE_BYTES:
+        return "the request target is too long"
+    if len(headers) > 0xFFFF:
+        return "too many request headers"
+    for name, value in headers:
+        if len(name.encode()) > _NAME_BYTES or len(value.encode()) > _VALUE_BYTES:
+            return f"request header {name[:40]!r}... is too long"
+    return ""
+
+
 def _session_cookie(headers: tuple[tuple[str, str], ...]) -> str:
+    """The CSPSESSIONID cookie, if it is a plausible session id (else none)."""
     for name, value in headers:
         if name.lower() == "cookie":
             for part in value.split(";"):
                 key, _, session = part.strip().partition("=")
-                if key == "CSPSESSIONID":
-                    return session[:200]
+                if key == "CSPSESSIONID" and _SESSION_ID.match(session):
+                    return session
     return ""
 
 
@@ -159,8 +182,8 @@ async def _accepted(
     bs.shared = reply.shared
     bs.binary = reply.binary
     bs.reader_scope = trio.CancelScope()
-    if not reply.shared and bs.link is not None:
-        bs.link.dedicate(bs.wsid)  # the pool opens another link in its place
+    # A private socket's link was dedicated when the Accept arrived (Gateway._handle_reply);
+    # the pool opens another link in its place.
     # extensions=[]: no permessage-deflate, so one encoded frame serves every socket.
     response = handshake.send(AcceptConnection(extensions=[]))
     ws = handshake.connection
@@ -258,3 +281,5 @@ def _finish(gw: Gateway, bs: BrowserSocket, announced: bool) -> None:
     bs.out.closed = True
     if bs.ws is not None:
         gw.stats["sockets_closed"] += 1
+    if bs.dropped:
+        gw.stats["sockets_dropped"] += 1

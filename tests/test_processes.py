@@ -58,6 +58,8 @@ def test_children_exit_when_run_is_killed(tmp_path: Path) -> None:
     [
         (["gateway", "--appserver", "127.0.0.1:1"], "no link secret"),
         (["gateway", "--appserver", "nonsense"], "expected HOST:PORT"),
+        (["gateway", "--appserver", "127.0.0.1:1", "--max-message-bytes", "99999999"],
+         "what one link frame carries"),
         (["appserver", "--workers", "0"], "--workers must be at least 1"),
         (["appserver", "--app", "no_such_module:X"], "cannot import no_such_module"),
         (["appserver", "--app", "json:dumps"], "not a subclass of appserver.WebSocket"),
