@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default shared)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         dest="settings", help="an option for server classes (repeatable)")
+    parser.add_argument("--metrics", default="127.0.0.1:0", metavar="HOST:PORT",
+                        help="where to serve /metrics (default 127.0.0.1:0, a free port; "
+                             "'off' for none)")
     parser.add_argument("--id", default="as", dest="appserver_id",
                         help="this app server's name, shown in the gateway's /status")
     parser.add_argument("--secret-file", metavar="PATH",
@@ -92,13 +95,17 @@ async def watch_parent(cancel_scope: trio.CancelScope) -> None:
 
 
 async def _serve(config: AppServerConfig, class_names: tuple[str, ...],
-                 exit_with_parent: bool) -> None:
+                 exit_with_parent: bool, metrics: tuple[str, int] | None) -> None:
     supervisor = Supervisor(config, class_names)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             host, port = await nursery.start(supervisor.serve)
             print(f"wsgate appserver: listening on {host}:{port} ({config.workers} workers, "
                   f"store {config.db})", flush=True)
+            if metrics is not None:
+                m_host, m_port = await nursery.start(supervisor.serve_metrics, *metrics)
+                print(f"wsgate appserver: metrics at http://{m_host}:{m_port}/metrics",
+                      flush=True)
             if exit_with_parent:
                 nursery.start_soon(watch_parent, nursery.cancel_scope)
             async for signum in signals:
@@ -117,9 +124,10 @@ def run_appserver(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
         classes = load_classes(config.apps)
+        metrics = None if args.metrics == "off" else parse_hostport(args.metrics)
     except (ValueError, SecretError, ClassLoadError) as exc:
         print(f"wsgate appserver: {exc}", flush=True)
         return 2
     ChatStore.open(config.db).close()  # migrate once, before any worker opens the file
-    trio.run(_serve, config, tuple(sorted(classes)), args.exit_with_parent)
+    trio.run(_serve, config, tuple(sorted(classes)), args.exit_with_parent, metrics)
     return 0

@@ -49,6 +49,8 @@ class WorkerProcess:
         self.ready = trio.Event()
         self.alive = True
         self.idle_since = trio.current_time()
+        #: The counters the worker last reported (sockets, store commits and writes).
+        self.stats: dict[str, float] = {}
 
     def command(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
         """Send a control message (with file descriptors attached)."""
@@ -63,6 +65,7 @@ class Supervisor:
         self.class_names = class_names
         self.workers: dict[int, WorkerProcess] = {}
         self.stopping = False
+        self.restarts = 0
         self._link_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
 
@@ -80,6 +83,27 @@ class Supervisor:
             "appserver_id": self.config.appserver_id,
             "log_level": self.config.log_level,
         })
+
+    async def serve_metrics(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[tuple[str, int]]
+    ) -> None:
+        """Serve /metrics on ``host:port`` until cancelled; report the bound address."""
+        from appserver.metrics import serve_metrics
+
+        listener = listen_tcp(host, port)
+        try:
+            task_status.started(listener.getsockname()[:2])
+            async with trio.open_nursery() as nursery:
+                while True:
+                    await trio.lowlevel.wait_readable(listener)
+                    try:
+                        sock, address = listener.accept()
+                    except BlockingIOError:
+                        continue
+                    sock.setblocking(False)
+                    nursery.start_soon(serve_metrics, self, sock, address[0])
+        finally:
+            listener.close()
 
     async def serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
         """Start the workers, then accept links until cancelled; report the address."""
@@ -151,6 +175,7 @@ class Supervisor:
             return
         log.warning("worker pid %d exited with code %s (%d links lost)", worker.pid, code,
                     len(worker.links))
+        self.restarts += 1
         if len(self.workers) < self.config.workers:
             self.nursery.start_soon(self.spawn)
 
@@ -168,6 +193,8 @@ class Supervisor:
             event = json.loads(message)
             if event.get("event") == "ready":
                 worker.ready.set()
+            elif event.get("event") == "stats":
+                worker.stats = {k: v for k, v in event.items() if k != "event"}
             elif event.get("event") == "link-closed":
                 worker.links.discard(int(event["link"]))
                 if not worker.links:

@@ -37,6 +37,9 @@ __all__ = ["main"]
 
 log = logging.getLogger(__name__)
 
+#: How often a worker reports its counters to the supervisor.
+STATS_INTERVAL_S = 1.0
+
 
 def send_control(ctrl: socket.socket, message: dict[str, Any]) -> None:
     """Send one control message (the socket has room: these are tiny and rare)."""
@@ -93,6 +96,16 @@ async def _control_loop(runtime: WorkerRuntime, ctrl: socket.socket,
             log.error("unknown control message from the supervisor: %r", command)
 
 
+async def _report_stats(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
+    """Tell the supervisor this worker's counters, for its /metrics."""
+    stats = runtime.store.stats
+    while True:
+        send_control(ctrl, {"event": "stats", "sockets": len(runtime.ports),
+                            "commits": stats.commits, "writes": stats.writes,
+                            "commit_seconds": stats.commit_seconds})
+        await trio.sleep(STATS_INTERVAL_S)
+
+
 async def _serve(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
     ctrl.setblocking(False)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -109,6 +122,7 @@ async def _serve(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
                     await stop()
 
             nursery.start_soon(stop_on_signal)
+            nursery.start_soon(_report_stats, runtime, ctrl)
             send_control(ctrl, {"event": "ready", "pid": os.getpid()})
             await _control_loop(runtime, ctrl, nursery)
             await stop()
