@@ -17,7 +17,9 @@ Wire shapes (as in the tutorial):
 
 Both IRIS modes, chosen per socket in OnPreServer: the handshake's ``?mode=shared`` or
 ``?mode=private``, else the app server's ``--mode`` (default shared). A shared socket
-gets new messages pushed by ``SendData`` (``OpenServer(id).Write``). IRIS refuses
+gets new messages pushed by ``SendData``: one group write per gateway (the room's
+group), or with ``--set fanout=per-socket`` the tutorial's loop of
+``OpenServer(id).Write``. IRIS refuses
 ``OpenServer`` on a private socket, so a private socket's ``Server()`` delivers new
 messages itself, by polling the store on each ``Read`` timeout (one second, as in the
 tutorial). Shared and private sockets of one room chat with each other.

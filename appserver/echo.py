@@ -23,11 +23,19 @@ class EchoServer(WebSocket):
         self.SharedConnection = 0 if mode == "private" else 1
 
     async def Server(self) -> None:
-        """Read and write back until the client closes (Read raises ClientClosed)."""
+        """Read whole messages and write them back until the client closes (Read raises
+        ClientClosed)."""
         while True:
+            self.BinaryData = 0  # so that Read returns text frames as text
             try:
-                data = await self.Read()
+                pieces = [await self.Read()]
+                while not self.AtEnd:  # longer than Read's size: the rest follows at once
+                    pieces.append(await self.Read())
             except ReadTimeout:
                 continue
-            self.BinaryData = 1 if isinstance(data, bytes) else 0
+            if isinstance(pieces[0], bytes):
+                data: str | bytes = b"".join(p for p in pieces if isinstance(p, bytes))
+                self.BinaryData = 1
+            else:
+                data = "".join(p for p in pieces if isinstance(p, str))
             await self.Write(data)

@@ -40,14 +40,6 @@ __all__ = ["adopt_socket", "after_server", "finish_all", "run_server", "serve_so
 log = logging.getLogger(__name__)
 
 
-def _session_id(request: HandshakeRequest) -> str:
-    for part in (request.header("cookie") or "").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == "CSPSESSIONID":
-            return value
-    return ""
-
-
 def _new_instance(runtime: WorkerRuntime, link: Link, event: Open) -> SocketPort | None:
     cls = runtime.classes.get(event.class_name)
     if cls is None:
@@ -59,7 +51,9 @@ def _new_instance(runtime: WorkerRuntime, link: Link, event: Open) -> SocketPort
     instance.GWClientAddress = link.gateway_id
     instance.request = HandshakeRequest.build(event.path, event.query, event.headers,
                                               event.client_address)
-    instance.SessionId = _session_id(instance.request)
+    # The gateway announced the socket (with its CSPSESSIONID, if it passed the gateway's
+    # check) before sending Open, so the Registry has it.
+    instance.SessionId = runtime.registry.session(event.wsid)
     runtime.ports[event.wsid] = port
     return port
 

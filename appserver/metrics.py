@@ -23,10 +23,12 @@ def render_metrics(supervisor: Supervisor) -> str:
     """Prometheus text exposition of the supervisor's view of its workers."""
     workers = [w for w in supervisor.workers.values() if w.alive]
     busy = sum(1 for w in workers if w.links)
-    totals = {"sockets": 0, "commits": 0, "writes": 0, "commit_seconds": 0.0}
+    totals = {"sockets": 0.0, "commits": 0.0, "writes": 0.0, "commit_seconds": 0.0}
     for worker in workers:
         for key in totals:
             totals[key] += worker.stats.get(key, 0)
+    for key in ("commits", "writes", "commit_seconds"):  # counters include the departed
+        totals[key] += supervisor.departed.get(key, 0)
     lines = [
         "# HELP wsgate_appserver_workers Worker processes, busy (serving a link) or idle.",
         "# TYPE wsgate_appserver_workers gauge",
@@ -37,18 +39,18 @@ def render_metrics(supervisor: Supervisor) -> str:
         f"wsgate_appserver_workers_max {supervisor.config.max_workers}",
         "# HELP wsgate_appserver_sockets Sockets whose server class runs on a worker.",
         "# TYPE wsgate_appserver_sockets gauge",
-        f"wsgate_appserver_sockets {totals['sockets']}",
-        "# HELP wsgate_appserver_worker_restarts_total Workers that died and were replaced.",
+        f"wsgate_appserver_sockets {totals['sockets']:.0f}",
+        "# HELP wsgate_appserver_worker_restarts_total Workers that exited unexpectedly.",
         "# TYPE wsgate_appserver_worker_restarts_total counter",
         f"wsgate_appserver_worker_restarts_total {supervisor.restarts}",
         "# HELP wsgate_appserver_store_commit_seconds Time spent in store commits "
         "(group commits: one may hold many writes).",
         "# TYPE wsgate_appserver_store_commit_seconds summary",
         f"wsgate_appserver_store_commit_seconds_sum {totals['commit_seconds']:.6f}",
-        f"wsgate_appserver_store_commit_seconds_count {totals['commits']}",
+        f"wsgate_appserver_store_commit_seconds_count {totals['commits']:.0f}",
         "# HELP wsgate_appserver_store_writes_total Writes committed to the store.",
         "# TYPE wsgate_appserver_store_writes_total counter",
-        f"wsgate_appserver_store_writes_total {totals['writes']}",
+        f"wsgate_appserver_store_writes_total {totals['writes']:.0f}",
     ]
     return "\n".join(lines) + "\n"
 

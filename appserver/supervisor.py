@@ -48,6 +48,8 @@ class WorkerProcess:
         self.links: set[int] = set()
         self.ready = trio.Event()
         self.alive = True
+        #: Stopped on purpose (idle above --workers): its exit is not a failure.
+        self.retiring = False
         self.idle_since = trio.current_time()
         #: The counters the worker last reported (sockets, store commits and writes).
         self.stats: dict[str, float] = {}
@@ -66,6 +68,8 @@ class Supervisor:
         self.workers: dict[int, WorkerProcess] = {}
         self.stopping = False
         self.restarts = 0
+        #: Counters of workers that have exited, so the totals never go down.
+        self.departed: dict[str, float] = {}
         self._link_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
 
@@ -171,7 +175,12 @@ class Supervisor:
         worker.ready.set()
         worker.ctrl.close()
         self.workers.pop(worker.pid, None)
+        for key, value in worker.stats.items():
+            self.departed[key] = self.departed.get(key, 0) + value
         if self.stopping:
+            return
+        if worker.retiring:
+            log.info("worker pid %d retired (exit code %s)", worker.pid, code)
             return
         log.warning("worker pid %d exited with code %s (%d links lost)", worker.pid, code,
                     len(worker.links))
@@ -214,6 +223,7 @@ class Supervisor:
                 log.info("worker pid %d idle for %.0f s: retiring it", worker.pid,
                          now - worker.idle_since)
                 worker.alive = False
+                worker.retiring = True
                 self._stop(worker)
 
     def _stop(self, worker: WorkerProcess) -> None:

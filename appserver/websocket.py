@@ -267,7 +267,8 @@ class WebSocket:
 
     @staticmethod
     async def write_group(name: str, data: str | bytes, *, binary: bool = False) -> None:
-        """Send one message to every shared socket of a group, on every gateway.
+        """Send one message to every shared socket of a group, on every gateway this
+        worker is linked to.
 
         It costs one link frame per gateway, however many sockets the group has;
         each gateway encodes the WebSocket frame once and queues it on every member.

@@ -4,7 +4,9 @@ Started by the supervisor as ``python -m appserver.worker --control-fd N --confi
 The control socket (``AF_UNIX``, ``SOCK_SEQPACKET``, one message per packet) carries,
 supervisor to worker, ``{"cmd": "link", ...}`` with the link's file descriptor attached
 (``SCM_RIGHTS``) or ``{"cmd": "stop"}``; worker to supervisor, ``{"event": "ready"}``
-and ``{"event": "link-closed", "link": n}``. The worker never sees the link secret
+``{"event": "link-closed", "link": n}`` (once every socket of that link has finished)
+and, each second, ``{"event": "stats", ...}`` for /metrics. The worker never sees the
+link secret
 (it is not in its environment): the supervisor authenticates each link before handing
 it over.
 """

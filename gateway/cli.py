@@ -128,6 +128,7 @@ def run_gateway(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     from appserver.cli import add_arguments as add_appserver_arguments
+    from bench.cli import add_arguments as add_bench_arguments
     from gateway.launcher import add_arguments as add_run_arguments
 
     parser = argparse.ArgumentParser(
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
          _add_gateway_arguments),
         ("appserver", "the app server: a supervisor and worker processes",
          add_appserver_arguments),
+        ("bench", "benchmark shared vs private vs single-process servers",
+         add_bench_arguments),
     )
     for name, help_text, add in commands:
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -161,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         from appserver.cli import run_appserver
 
         return run_appserver(args)
+    if args.command == "bench":
+        from bench.cli import run as run_bench
+
+        return run_bench(args)
     from gateway.launcher import run
 
     return run(args)

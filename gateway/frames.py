@@ -257,7 +257,7 @@ class Ended:
 class Handoff:
     """Worker -> gateway: OnPreServer chose private mode on a worker that serves other
     sockets, so the socket must move to a dedicated worker, with ``state`` (the
-    instance's attributes, pickled) so that OnPreServer is not run twice."""
+    instance's attributes, as JSON) so that OnPreServer is not run twice."""
 
     wsid: str
     state: bytes

@@ -211,7 +211,8 @@ class Gateway:
             log.warning("wsid=%s write from link %d refused: the socket is private to "
                         "link %d", event.wsid, link.id, bs.link.id if bs.link else -1)
             return
-        if bs.queue(encode_message(event.payload, binary=event.binary)):
+        frame = encode_message(event.payload, binary=event.binary)
+        if bs.queue(frame, shared_only=link is not bs.link):
             bs.last_activity = trio.current_time()
             self.stats["frames_out"] += 1
             self.stats["bytes_out"] += len(event.payload)
@@ -224,7 +225,7 @@ class Gateway:
         dirty = self._dirty
         sent = 0
         for bs in sockets:
-            if bs.shared and bs.queue(frame):
+            if bs.shared and bs.queue(frame, shared_only=True):
                 bs.last_activity = now
                 dirty.add(bs)
                 sent += 1

@@ -71,8 +71,9 @@ class BrowserSocket:
         #: The groups the socket belongs to (None until it joins one: most never do).
         self.groups: set[str] | None = None
         self.reply_ready = trio.Event()
-        #: Frames written before the handshake finished, sent right after the 101.
-        self.early: list[bytes] = []
+        #: Frames written before the handshake finished, sent right after the 101; the
+        #: flag marks frames only a shared socket may get (from other links or groups).
+        self.early: list[tuple[bytes, bool]] = []
         self.writing = False
         #: Dropped for being too slow (counted once by the gateway when it ends).
         self.dropped = False
@@ -89,10 +90,14 @@ class BrowserSocket:
         """``shared`` or ``private`` (IRIS: SharedConnection 1 or 0)."""
         return "shared" if self.shared else "private"
 
-    def queue(self, frame: bytes) -> bool:
-        """Queue an encoded frame; False (and the socket aborted) if the peer is too slow."""
+    def queue(self, frame: bytes, *, shared_only: bool = False) -> bool:
+        """Queue an encoded frame; False (and the socket aborted) if the peer is too slow.
+
+        ``shared_only`` frames (writes from other links, group writes) reach a socket
+        still in its handshake only if it turns out shared.
+        """
         if self.phase is SocketPhase.HANDSHAKE:
-            self.early.append(frame)
+            self.early.append((frame, shared_only))
             return True
         if self.phase is not SocketPhase.OPEN:
             return False

@@ -190,8 +190,9 @@ async def _accepted(
     assert ws is not None
     bs.ws = ws
     bs.out.push_unchecked(response)
-    for frame in bs.early:
-        bs.out.push_unchecked(frame)
+    for frame, shared_only in bs.early:
+        if bs.shared or not shared_only:  # others may not write to a private socket
+            bs.out.push_unchecked(frame)
     bs.early.clear()
     bs.phase = SocketPhase.OPEN
     gw.announce(bs, SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE)

@@ -98,8 +98,8 @@ class AsyncStore:
         """In the store's thread: one transaction, a savepoint per write."""
         started = time.perf_counter()
         conn = self.sync.db.conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")
             for entry in batch:
                 conn.execute("SAVEPOINT one_write")
                 try:
@@ -110,7 +110,8 @@ class AsyncStore:
                 conn.execute("RELEASE one_write")
             conn.execute("COMMIT")
         except BaseException as exc:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             for entry in batch:
                 entry.error = entry.error or exc
             raise

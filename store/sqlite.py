@@ -69,7 +69,8 @@ def open_database(path: str | Path | None, *, migrate: bool = True) -> sqlite_ut
 
 
 class ChatStore:
-    """The tables that replace ``^Chat.*``; every method is one short transaction."""
+    """The tables that replace ``^Chat.*``. Each method is one statement; run alone it
+    is its own transaction, and AsyncStore.write groups several into one."""
 
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
