@@ -41,7 +41,7 @@ from appserver.errors import (
     ReadTimeout,
     WebSocketError,
 )
-from appserver.websocket import WebSocket
+from appserver.websocket import DEFAULT_READ_TIMEOUT_S, WebSocket
 from store.sqlite import ChatMessage, ChatStore
 
 __all__ = ["ChatServer"]
@@ -130,7 +130,11 @@ class ChatServer(WebSocket):
 
     @property
     def read_timeout_s(self) -> float:
-        """Read's timeout: the tutorial's second, or ``--set read-timeout=S``."""
+        """Read's timeout. Private: the tutorial's second (``--set read-timeout=S``),
+        the polling interval. Shared: none to speak of, since a timeout does nothing
+        there; waking every idle socket each second only costs the worker CPU."""
+        if self.SharedConnection:
+            return DEFAULT_READ_TIMEOUT_S
         return float(self.settings.get("read-timeout", READ_TIMEOUT_S))
 
     async def Server(self) -> None:

@@ -7,16 +7,14 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-import trio
-
-from appserver.classes import ClassLoadError, load_classes
 from appserver.config import AppServerConfig
-from appserver.supervisor import Supervisor
-from gateway.config import SecretError, load_secret
+from gateway.config import SecretError, load_secret, parse_hostport
 from gateway.logsetup import configure_logging
-from gateway.net import parse_hostport
-from store.sqlite import ChatStore
+
+if TYPE_CHECKING:
+    import trio
 
 __all__ = ["add_arguments", "run_appserver", "watch_parent"]
 
@@ -86,6 +84,8 @@ def build_config(args: argparse.Namespace) -> AppServerConfig:
 
 async def watch_parent(cancel_scope: trio.CancelScope) -> None:
     """Cancel ``cancel_scope`` when the parent process goes away."""
+    import trio
+
     parent = os.getppid()
     # Polling is the portable way to notice a parent's death without its cooperation.
     while os.getppid() == parent:  # noqa: ASYNC110
@@ -96,16 +96,20 @@ async def watch_parent(cancel_scope: trio.CancelScope) -> None:
 
 async def _serve(config: AppServerConfig, class_names: tuple[str, ...],
                  exit_with_parent: bool, metrics: tuple[str, int] | None) -> None:
+    import trio
+
+    from appserver.supervisor import Supervisor
+
     supervisor = Supervisor(config, class_names)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             host, port = await nursery.start(supervisor.serve)
-            print(f"wsgate appserver: listening on {host}:{port} ({config.workers} workers, "
-                  f"store {config.db})", flush=True)
-            if metrics is not None:
+            if metrics is not None:  # printed first: `listening on` is the ready line
                 m_host, m_port = await nursery.start(supervisor.serve_metrics, *metrics)
                 print(f"wsgate appserver: metrics at http://{m_host}:{m_port}/metrics",
                       flush=True)
+            print(f"wsgate appserver: listening on {host}:{port} ({config.workers} workers, "
+                  f"store {config.db})", flush=True)
             if exit_with_parent:
                 nursery.start_soon(watch_parent, nursery.cancel_scope)
             async for signum in signals:
@@ -121,6 +125,11 @@ def run_appserver(args: argparse.Namespace) -> int:
     # workers start with `python -m`, which puts it on their path too.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    import trio
+
+    from appserver.classes import ClassLoadError, load_classes
+    from store.migrations import migrate_file
+
     try:
         config = build_config(args)
         classes = load_classes(config.apps)
@@ -128,6 +137,6 @@ def run_appserver(args: argparse.Namespace) -> int:
     except (ValueError, SecretError, ClassLoadError) as exc:
         print(f"wsgate appserver: {exc}", flush=True)
         return 2
-    ChatStore.open(config.db).close()  # migrate once, before any worker opens the file
+    migrate_file(config.db)  # once, before any worker opens the file
     trio.run(_serve, config, tuple(sorted(classes)), args.exit_with_parent, metrics)
     return 0

@@ -93,6 +93,9 @@ async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
     log.debug("wsid=%s accepted (%s) by %s", event.wsid,
               "shared" if port.shared else "private", type(instance).__name__)
     if port.shared:
+        # IRIS runs a shared socket's Server() detached from the handshake's %request;
+        # dropping it here also keeps an idle socket's memory small.
+        instance.request = None
         runtime.nursery.start_soon(run_server, runtime, port)
     else:
         await run_server(runtime, port)
@@ -194,7 +197,7 @@ async def _pump(runtime: WorkerRuntime, port: SocketPort) -> None:
     handler = getattr(port.instance, "OnClientMessage", None)
     try:
         while handler is not None and port.inbox:
-            item = port.inbox.popleft()
+            item = port.inbox.pop(0)
             port.inbox_bytes -= len(item)
             try:
                 await handler(item, 0)

@@ -8,14 +8,18 @@ import logging
 import resource
 import signal
 import sys
+from argparse import ArgumentParser as ArgParser
+from collections.abc import Callable
 
-import trio
-
-from gateway.config import GatewayConfig, SecretError, load_secret, new_gateway_id
+from gateway.config import (
+    GatewayConfig,
+    SecretError,
+    load_secret,
+    new_gateway_id,
+    parse_hostport,
+)
 from gateway.logsetup import configure_logging
-from gateway.net import parse_hostport
 from gateway.protocol import MAX_PAYLOAD_BYTES
-from gateway.server import Gateway
 
 __all__ = ["main"]
 
@@ -82,7 +86,10 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
 
 
 async def _serve_gateway(config: GatewayConfig, exit_with_parent: bool) -> None:
+    import trio
+
     from appserver.cli import watch_parent
+    from gateway.server import Gateway
 
     gateway = Gateway(config)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -117,6 +124,8 @@ def run_gateway(args: argparse.Namespace) -> int:
     except (ValueError, SecretError) as exc:
         print(f"wsgate gateway: {exc}", flush=True)
         return 2
+    import trio
+
     try:
         trio.run(_serve_gateway, config, args.exit_with_parent)
     except OSError as exc:
@@ -125,39 +134,54 @@ def run_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line."""
-    from appserver.cli import add_arguments as add_appserver_arguments
-    from bench.cli import add_arguments as add_bench_arguments
-    from gateway.launcher import add_arguments as add_run_arguments
+def _commands() -> list[tuple[str, str, Callable[[], Callable[[ArgParser], None]]]]:
+    """Each subcommand with its help and (lazily) the function adding its flags, so that
+    a process imports only what its own command needs (memory: see docs/benchmarks.md)."""
 
-    parser = argparse.ArgumentParser(
+    def run_flags() -> Callable[[ArgParser], None]:
+        from gateway.launcher import add_arguments
+        return add_arguments
+
+    def appserver_flags() -> Callable[[ArgParser], None]:
+        from appserver.cli import add_arguments
+        return add_arguments
+
+    def bench_flags() -> Callable[[ArgParser], None]:
+        from bench.cli import add_arguments
+        return add_arguments
+
+    return [
+        ("run", "gateway + app server + SQLite on this machine (the quick start)", run_flags),
+        ("gateway", "the Web Gateway: holds browser sockets, links to an app server",
+         lambda: _add_gateway_arguments),
+        ("appserver", "the app server: a supervisor and worker processes", appserver_flags),
+        ("bench", "benchmark shared vs private vs single-process servers", bench_flags),
+    ]
+
+
+def build_parser(only: str | None = None) -> ArgParser:
+    """The command line; with ``only``, the other subcommands get no flags."""
+    parser = ArgParser(
         prog="wsgate",
         description="The IRIS WebSocket architecture in Python: a gateway, an app server "
                     "of worker processes, and the tutorial's chat.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands = (
-        ("run", "gateway + app server + SQLite on this machine (the quick start)",
-         add_run_arguments),
-        ("gateway", "the Web Gateway: holds browser sockets, links to an app server",
-         _add_gateway_arguments),
-        ("appserver", "the app server: a supervisor and worker processes",
-         add_appserver_arguments),
-        ("bench", "benchmark shared vs private vs single-process servers",
-         add_bench_arguments),
-    )
-    for name, help_text, add in commands:
+    for name, help_text, flags in _commands():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        add(command)
-        command.add_argument("--log-level", default="INFO",
-                             choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        if only is None or only == name:
+            flags()(command)
+            command.add_argument("--log-level", default="INFO",
+                                 choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``wsgate`` command; return its exit status."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    known = {name for name, _, _ in _commands()}
+    args = build_parser(first if first in known else None).parse_args(argv)
     if args.command == "gateway":
         return run_gateway(args)
     if args.command == "appserver":

@@ -9,13 +9,22 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["GatewayConfig", "SecretError", "load_secret", "new_gateway_id"]
+__all__ = ["GatewayConfig", "SecretError", "load_secret", "new_gateway_id", "parse_hostport"]
 
 _GATEWAY_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 
 
 class SecretError(Exception):
     """No usable link secret was given."""
+
+
+def parse_hostport(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (or ``:PORT``, or ``[v6]:PORT``); raise ValueError if malformed."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]") or default_host
+    return host, int(port)
 
 
 def load_secret(secret_file: str | None) -> bytes:

@@ -2,8 +2,9 @@
 
 One connection is served by one task. Plain requests are answered here (keep-alive
 works); a WebSocket upgrade for ``/csp/<namespace>/<Class>.cls`` is handed, with the
-bytes that followed it, to :func:`gateway.websocket.serve_websocket`. This task owns the
-TCP socket in every case and closes it when it returns.
+bytes that followed it, to :func:`gateway.websocket.open_websocket`; an open socket then
+runs in a task of its own (:func:`gateway.websocket.run_websocket`), which owns the TCP
+socket from there on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from gateway.plainhttp import Response, send_response, serve_http
 from gateway.server import Gateway
 from gateway.status import render_metrics, render_status_html, status_snapshot
 from gateway.table import BrowserSocket
-from gateway.websocket import serve_websocket
+from gateway.websocket import open_websocket, run_websocket
 
 __all__ = ["route", "serve_connection"]
 
@@ -39,8 +40,8 @@ def _header(request: h11.Request, name: bytes) -> str:
 async def serve_connection(gw: Gateway, sock: socket.socket, client_host: str) -> None:
     """Serve one browser TCP connection until it closes."""
 
-    async def upgrade(conn: h11.Connection, request: h11.Request) -> None:
-        await _serve_upgrade(gw, conn, sock, client_host, request)
+    async def upgrade(conn: h11.Connection, request: h11.Request) -> bool:
+        return await _serve_upgrade(gw, conn, sock, client_host, request)
 
     await serve_http(sock, client_host, lambda request: route(gw, request, client_host),
                      upgrade)
@@ -49,14 +50,15 @@ async def serve_connection(gw: Gateway, sock: socket.socket, client_host: str) -
 async def _serve_upgrade(
     gw: Gateway, conn: h11.Connection, sock: socket.socket, client_host: str,
     request: h11.Request,
-) -> None:
+) -> bool:
+    """Answer an upgrade request; True once an open socket's task owns ``sock``."""
     path = urlsplit(request.target.decode("latin-1")).path
     match = _CLS_PATH.match(path)
     is_websocket = _header(request, b"upgrade").lower() == "websocket"
     if match is None or not is_websocket:
         await send_response(conn, sock, Response.text(404, f"no WebSocket endpoint at {path}"),
-                    close=True)
-        return
+                            close=True)
+        return False
     class_key = f"{match[1].lower()}/{match[2]}"
     if class_key not in gw.classes:
         if not gw.classes:
@@ -65,14 +67,20 @@ async def _serve_upgrade(
             response = Response.text(404, f"no server class {match[2]} in namespace "
                                           f"{match[1]}")
         await send_response(conn, sock, response, close=True)
-        return
+        return False
     bs = BrowserSocket(gw.new_wsid(), sock, client_host, class_key,
                        buffer_limit=gw.config.socket_buffer_bytes)
-    rejection = await serve_websocket(gw, bs, request, conn.trailing_data[0])
+    rejection = await open_websocket(gw, bs, request, conn.trailing_data[0])
     if rejection is not None:
         log.info("wsid=%s handshake refused: %d %s", bs.wsid, rejection.status,
                  rejection.body)
-        await send_response(conn, sock, Response.text(rejection.status, rejection.body), close=True)
+        await send_response(conn, sock, Response.text(rejection.status, rejection.body),
+                            close=True)
+        return False
+    # The socket may live for days: it gets a task of its own that holds nothing of
+    # this HTTP connection, and this one ends here.
+    gw.nursery.start_soon(run_websocket, gw, bs)
+    return True
 
 
 def route(gw: Gateway, request: h11.Request, client_host: str) -> Response:

@@ -4,6 +4,9 @@ The quick start. Both children are ordinary ``wsgate appserver`` / ``wsgate gate
 processes (what a user would start on two hosts), each in its own session so that a
 Ctrl-C reaches only this launcher, which then stops them in order: the gateway first
 (browsers get a 1001 close), then the app server (workers run OnPostServer).
+
+The launcher only waits on pipes and signals, so it uses the standard library alone:
+importing trio would cost this process more memory than all its work does.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import logging
 import os
 import re
 import secrets
+import selectors
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-
-import trio
+import time
+from types import FrameType
 
 from gateway.logsetup import configure_logging
 
@@ -70,10 +73,10 @@ def _appserver_command(args: argparse.Namespace) -> list[str]:
     command = [sys.executable, "-m", "gateway.cli", "appserver", "--listen", "127.0.0.1:0",
                "--workers", str(args.workers), "--db", args.db, "--exit-with-parent",
                "--log-level", args.log_level, "--mode", args.mode]
-    if args.max_workers is not None:
-        command += ["--max-workers", str(args.max_workers)]
-    if args.idle_timeout is not None:
-        command += ["--idle-timeout", str(args.idle_timeout)]
+    for flag, value in (("--max-workers", args.max_workers),
+                        ("--idle-timeout", args.idle_timeout)):
+        if value is not None:
+            command += [flag, str(value)]
     for app in args.app:
         command += ["--app", app]
     for setting in args.settings:
@@ -93,96 +96,93 @@ def _gateway_command(args: argparse.Namespace, appserver: str) -> list[str]:
     return command
 
 
-async def _start(command: list[str], ready: re.Pattern[str], env: dict[str, str],
-                 nursery: trio.Nursery) -> tuple[trio.Process, str]:
-    """Start a child; return it and what its ready line announced. Echo its stdout."""
-    process = await trio.lowlevel.open_process(
-        command, stdout=subprocess.PIPE, env=env, start_new_session=True)
-    assert process.stdout is not None
-    lines = _lines(process.stdout)
-    with trio.move_on_after(START_TIMEOUT_S):
-        async for line in lines:
-            print(line, flush=True)
-            match = ready.match(line)
-            if match:
-                nursery.start_soon(_echo, lines)
-                return process, match[1]
-    process.kill()
-    raise LaunchError(f"{command[3]} did not start (exit code {await process.wait()})")
+class Child:
+    """A child process whose stdout lines this launcher echoes."""
 
+    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env,
+                                        start_new_session=True)
+        assert self.process.stdout is not None
+        self.fd = self.process.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self._partial = b""
 
-async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
-    buffer = b""
-    async for chunk in stream:
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        for line in complete:
-            yield line.decode(errors="replace")
+    def read_lines(self) -> list[str] | None:
+        """The complete lines available now; None at EOF."""
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        if not chunk:
+            return None
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        return [line.decode(errors="replace") for line in lines]
 
-
-async def _echo(lines: AsyncIterator[str]) -> None:
-    async for line in lines:
-        print(line, flush=True)
-
-
-async def _stop(process: trio.Process, name: str) -> None:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-    with trio.move_on_after(STOP_GRACE_S):
-        await process.wait()
-    if process.returncode is None:
-        log.warning("%s (pid %d) did not stop in %.0f s: killing it", name, process.pid,
-                    STOP_GRACE_S)
-        process.kill()
-        await process.wait()
-
-
-async def _run(args: argparse.Namespace) -> int:
-    env = dict(os.environ, WSGATE_SECRET=secrets.token_hex(32))
-    children: list[tuple[trio.Process, str]] = []
-    status = 0
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
+    def stop(self) -> None:
+        """SIGTERM, a grace period, then SIGKILL."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
             try:
-                appserver, address = await _start(_appserver_command(args), _APPSERVER_READY,
-                                                  env, nursery)
-                children.append((appserver, "app server"))
-                gateway, url = await _start(_gateway_command(args, address), _GATEWAY_READY,
-                                            env, nursery)
-                children.append((gateway, "gateway"))
-                print(f"wsgate: chat ready at {url} (app server pid {appserver.pid}, "
-                      f"gateway pid {gateway.pid}); Ctrl-C stops both", flush=True)
-                stopped = trio.Event()
+                self.process.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                log.warning("%s (pid %d) did not stop in %.0f s: killing it", self.name,
+                            self.process.pid, STOP_GRACE_S)
+                self.process.kill()
+                self.process.wait()
+        assert self.process.stdout is not None
+        self.process.stdout.close()
 
-                async def child_exit(process: trio.Process, name: str) -> None:
-                    nonlocal status
-                    code = await process.wait()
-                    if not stopped.is_set():
-                        log.error("%s (pid %d) exited with code %s: stopping", name,
-                                  process.pid, code)
-                        status = 1
-                        stopped.set()
 
-                for process, name in children:
-                    nursery.start_soon(child_exit, process, name)
+def _wait_ready(child: Child, ready: re.Pattern[str]) -> str:
+    """Echo the child's lines until its ready line; return what that line announced."""
+    selector = selectors.DefaultSelector()
+    selector.register(child.fd, selectors.EVENT_READ)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            selector.select(deadline - time.monotonic())
+            lines = child.read_lines()
+            if lines is None:
+                break
+            for line in lines:
+                print(line, flush=True)
+                match = ready.match(line)
+                if match:
+                    return match[1]
+    finally:
+        selector.close()
+    child.process.kill()
+    raise LaunchError(f"the {child.name} did not start (exit code {child.process.wait()})")
 
-                async def on_signal() -> None:
-                    async for signum in signals:
-                        log.info("%s: stopping", signal.Signals(signum).name)
-                        stopped.set()
-                        return
 
-                nursery.start_soon(on_signal)
-                await stopped.wait()
-            except LaunchError as exc:
-                print(f"wsgate run: {exc}", flush=True)
-                status = 1
-            finally:
-                with trio.CancelScope(shield=True):
-                    for process, name in reversed(children):
-                        await _stop(process, name)
-                nursery.cancel_scope.cancel()
-    return status
+def _supervise(children: list[Child], signals_fd: int) -> int:
+    """Echo the children's output until a signal (0) or a child's unexpected exit (1)."""
+    selector = selectors.DefaultSelector()
+    selector.register(signals_fd, selectors.EVENT_READ)
+    for child in children:
+        selector.register(child.fd, selectors.EVENT_READ, child)
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.fd == signals_fd:
+                    signum = os.read(signals_fd, 1)[0]
+                    log.info("%s: stopping", signal.Signals(signum).name)
+                    return 0
+                child = key.data
+                lines = child.read_lines()
+                if lines is None:
+                    log.error("the %s (pid %d) exited with code %s: stopping", child.name,
+                              child.process.pid, child.process.wait())
+                    return 1
+                for line in lines:
+                    print(line, flush=True)
+    finally:
+        selector.close()
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """Signals are read from the wakeup pipe; the handler itself does nothing."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,4 +191,29 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("wsgate run: --workers must be at least 1", flush=True)
         return 2
-    return trio.run(_run, args)
+    env = dict(os.environ, WSGATE_SECRET=secrets.token_hex(32))
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _ignore)
+    children: list[Child] = []
+    try:
+        appserver = Child("app server", _appserver_command(args), env)
+        children.append(appserver)
+        address = _wait_ready(appserver, _APPSERVER_READY)
+        gateway = Child("gateway", _gateway_command(args, address), env)
+        children.append(gateway)
+        url = _wait_ready(gateway, _GATEWAY_READY)
+        print(f"wsgate: chat ready at {url} (app server pid {appserver.process.pid}, "
+              f"gateway pid {gateway.process.pid}); Ctrl-C stops both", flush=True)
+        return _supervise(children, wake_read)
+    except LaunchError as exc:
+        print(f"wsgate run: {exc}", flush=True)
+        return 1
+    finally:
+        for child in reversed(children):
+            child.stop()
+        signal.set_wakeup_fd(-1)
+        os.close(wake_read)
+        os.close(wake_write)

@@ -23,7 +23,6 @@ __all__ = [
     "SendOverflow",
     "connect_tcp",
     "listen_tcp",
-    "parse_hostport",
     "receive_some",
 ]
 
@@ -35,15 +34,6 @@ _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutE
 
 class SendOverflow(Exception):
     """More bytes are queued for a peer than its limit allows: the peer is too slow."""
-
-
-def parse_hostport(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """Parse ``HOST:PORT`` (or ``:PORT``, or ``[v6]:PORT``); raise ValueError if malformed."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    host = host.strip("[]") or default_host
-    return host, int(port)
 
 
 def listen_tcp(host: str, port: int, *, backlog: int = 4096) -> socket.socket:

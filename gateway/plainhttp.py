@@ -81,7 +81,8 @@ async def send_response(conn: h11.Connection, sock: socket.socket, response: Res
 
 
 Route = Callable[[h11.Request], Response]
-Upgrade = Callable[[h11.Connection, h11.Request], Awaitable[None]]
+#: Answers an upgrade request; returns True when it has taken the socket over.
+Upgrade = Callable[[h11.Connection, h11.Request], Awaitable[bool]]
 
 
 async def serve_http(sock: socket.socket, client_host: str, route: Route,
@@ -89,8 +90,10 @@ async def serve_http(sock: socket.socket, client_host: str, route: Route,
     """Serve one connection until it closes; this task owns ``sock`` and closes it.
 
     ``route`` answers plain requests. A request with an Upgrade header goes to
-    ``upgrade`` (which then owns the rest of the connection), or gets 404 without one.
+    ``upgrade``, or gets 404 without one; when ``upgrade`` returns True it has taken
+    the socket over, and this task leaves it open.
     """
+    handed_over = False
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
     try:
         while True:
@@ -104,8 +107,8 @@ async def serve_http(sock: socket.socket, client_host: str, route: Route,
                 if upgrade is None:
                     await send_response(conn, sock, Response.text(404, "no upgrade here"),
                                         close=True)
-                else:
-                    await upgrade(conn, request)
+                    return
+                handed_over = await upgrade(conn, request)
                 return
             response = route(request)
             with trio.move_on_after(IDLE_TIMEOUT_S):
@@ -124,8 +127,9 @@ async def serve_http(sock: socket.socket, client_host: str, route: Route,
         # A bug must cost one connection, never the server and its other connections.
         log.exception("internal error serving a connection from %s", client_host)
     finally:
-        trio.lowlevel.notify_closing(sock)
-        sock.close()
+        if not handed_over:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
 
 async def _read_request(

@@ -43,7 +43,7 @@ class BrowserSocket:
     """
 
     __slots__ = (
-        "binary", "class_name", "client_address", "close_code", "close_reason",
+        "announced", "binary", "class_name", "client_address", "close_code", "close_reason",
         "dropped", "early", "groups", "last_activity", "link", "out", "pending_close", "phase",
         "reader_scope", "reply", "reply_ready", "session",
         "shared", "sock", "worker_told", "writing", "ws", "wsid",
@@ -84,6 +84,8 @@ class BrowserSocket:
         self.pending_close: tuple[int, str] | None = None
         #: True once the home worker knows this socket closed (it asked, or was told).
         self.worker_told = False
+        #: True once every worker was told the socket exists (it must hear of its end).
+        self.announced = False
 
     @property
     def mode(self) -> str:

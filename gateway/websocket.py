@@ -34,7 +34,7 @@ from gateway.net import READS_PER_YIELD, receive_some
 from gateway.server import Gateway
 from gateway.table import BrowserSocket, SocketPhase
 
-__all__ = ["Rejection", "serve_websocket"]
+__all__ = ["Rejection", "open_websocket", "run_websocket"]
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,47 @@ class Rejection:
     body: str
 
 
-async def serve_websocket(
+async def open_websocket(
     gw: Gateway, bs: BrowserSocket, request: h11.Request, trailing: bytes
 ) -> Rejection | None:
-    """Run one socket from its upgrade request to its close.
+    """Take the socket from its upgrade request to its queued 101 (None), or refuse it.
 
-    Returns a :class:`Rejection` when the handshake fails (the caller answers it), or
-    None once an accepted socket has closed. The caller owns and closes the TCP socket.
+    On None the caller starts :func:`run_websocket` in a task of its own, which then
+    owns the TCP socket. The handshake's objects (the request, wsproto's handshake, the
+    Open frame) die with this call: an open socket's task holds the socket alone, and
+    that is most of a gateway's memory per idle socket.
     """
+    gw.table.add(bs)
+    opened = False
+    try:
+        outcome = await _handshake(gw, bs, request, trailing)
+        opened = outcome is None
+        return outcome
+    finally:
+        if not opened:  # refused, failed or cancelled: forget the socket now
+            _finish(gw, bs)
+
+
+async def run_websocket(gw: Gateway, bs: BrowserSocket) -> None:
+    """Read an open socket until it closes; then forget it and close its TCP socket."""
+    try:
+        assert bs.reader_scope is not None
+        with bs.reader_scope:
+            await _read_loop(gw, bs)
+    except (trio.ClosedResourceError, OSError):
+        pass
+    except Exception:
+        log.exception("wsid=%s internal error", bs.wsid)
+    finally:
+        _finish(gw, bs)
+        trio.lowlevel.notify_closing(bs.sock)
+        bs.sock.close()
+
+
+async def _handshake(
+    gw: Gateway, bs: BrowserSocket, request: h11.Request, trailing: bytes
+) -> Rejection | None:
+    """From the upgrade request to the queued 101 (None), or to a refusal."""
     handshake = H11Handshake(ConnectionType.SERVER)
     try:
         handshake.initiate_upgrade_connection(list(request.headers), request.target)
@@ -62,35 +95,29 @@ async def serve_websocket(
     except RemoteProtocolError as exc:
         return Rejection(400, f"bad WebSocket handshake: {exc}")
     assert isinstance(upgrade, Request)
-
-    gw.table.add(bs)
-    announced = False
-    try:
-        deadline = trio.current_time() + gw.config.queue_timeout_s
-        link = await gw.links.acquire(gw.config.queue_timeout_s)
-        if link is None:
-            return _busy(gw)
-        target = urlsplit(request.target.decode("latin-1"))
-        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers)
-        too_big = _too_big_for_the_link(target.path, target.query, headers)
-        if too_big:
-            return Rejection(431, too_big)
-        bs.session = _session_cookie(headers)
-        opening = Open(bs.wsid, bs.class_name, target.path, target.query, headers,
-                       bs.client_address, shared_allowed=gw.config.registry_enabled)
-        _bind(bs, link)
-        gw.announce(bs, SocketStatus.CONNECTING)
-        announced = True
-        link.send(opening)
-        reply: Accept | Reject | Handoff | Rejection | None = await _await_reply(gw, bs)
-        if isinstance(reply, Handoff):
-            reply = await _move_to_dedicated(gw, bs, opening, reply, deadline)
-        if not isinstance(reply, Accept):
-            return reply if isinstance(reply, Rejection) else _refusal(gw, bs, reply)
-        await _accepted(gw, bs, handshake, reply, trailing)
-        return None
-    finally:
-        _finish(gw, bs, announced)
+    deadline = trio.current_time() + gw.config.queue_timeout_s
+    link = await gw.links.acquire(gw.config.queue_timeout_s)
+    if link is None:
+        return _busy(gw)
+    target = urlsplit(request.target.decode("latin-1"))
+    headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers)
+    too_big = _too_big_for_the_link(target.path, target.query, headers)
+    if too_big:
+        return Rejection(431, too_big)
+    bs.session = _session_cookie(headers)
+    opening = Open(bs.wsid, bs.class_name, target.path, target.query, headers,
+                   bs.client_address, shared_allowed=gw.config.registry_enabled)
+    _bind(bs, link)
+    gw.announce(bs, SocketStatus.CONNECTING)
+    bs.announced = True
+    link.send(opening)
+    reply: Accept | Reject | Handoff | Rejection | None = await _await_reply(gw, bs)
+    if isinstance(reply, Handoff):
+        reply = await _move_to_dedicated(gw, bs, opening, reply, deadline)
+    if not isinstance(reply, Accept):
+        return reply if isinstance(reply, Rejection) else _refusal(gw, bs, reply)
+    _accept(gw, bs, handshake, reply, trailing)
+    return None
 
 
 def _busy(gw: Gateway) -> Rejection:
@@ -176,13 +203,14 @@ def _refusal(gw: Gateway, bs: BrowserSocket, reply: Reject | Handoff | None) -> 
     )
 
 
-async def _accepted(
+def _accept(
     gw: Gateway, bs: BrowserSocket, handshake: H11Handshake, reply: Accept, trailing: bytes
 ) -> None:
     bs.shared = reply.shared
     bs.binary = reply.binary
+    bs.reply = None
     bs.reader_scope = trio.CancelScope()
-    # A private socket's link was dedicated when the Accept arrived (Gateway._handle_reply);
+    # A private socket's link was dedicated when its Accept arrived (Gateway._handle_reply);
     # the pool opens another link in its place.
     # extensions=[]: no permessage-deflate, so one encoded frame serves every socket.
     response = handshake.send(AcceptConnection(extensions=[]))
@@ -204,8 +232,6 @@ async def _accepted(
     log.debug("wsid=%s open (%s) on link %d from %s", bs.wsid, bs.mode,
               bs.link.id if bs.link else -1, bs.client_address)
     ws.receive_data(trailing)
-    with bs.reader_scope:
-        await _read_loop(gw, bs)
 
 
 async def _read_loop(gw: Gateway, bs: BrowserSocket) -> None:
@@ -263,20 +289,20 @@ def _forward(gw: Gateway, bs: BrowserSocket, binary: bool, payload: bytes) -> No
     link.send(Data(bs.wsid, binary, payload))
 
 
-def _finish(gw: Gateway, bs: BrowserSocket, announced: bool) -> None:
+def _finish(gw: Gateway, bs: BrowserSocket) -> None:
     """Forget the socket everywhere, exactly once, however it ended."""
     bs.phase = SocketPhase.CLOSED
     gw.table.remove(bs.wsid)
     link = bs.link
     if link is not None:
         link.sockets.discard(bs.wsid)
-        if link.up and announced and not bs.worker_told:
+        if link.up and bs.announced and not bs.worker_told:
             link.send(Close(bs.wsid, bs.close_code, bs.close_reason))
         if link.private_wsid == bs.wsid:
             # IRIS ends the private process with its socket; we end the link, and the
             # worker goes back to its supervisor's idle pool.
             link.close()
-    if announced:
+    if bs.announced:
         gw.announce(bs, SocketStatus.CLOSED)
     bs.out.try_send()  # a last close frame, if the kernel takes it
     bs.out.closed = True

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-__all__ = ["MIGRATIONS", "Migration", "apply_migrations", "schema_version"]
+__all__ = ["MIGRATIONS", "Migration", "apply_migrations", "migrate_file", "schema_version"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +104,14 @@ def apply_migrations(conn: sqlite3.Connection) -> list[int]:
             raise
         applied.append(migration.version)
     return applied
+
+
+def migrate_file(path: str) -> list[int]:
+    """Open the store's file with plain sqlite3 (no sqlite-utils needed), switch it to
+    WAL, and apply the pending migrations."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        return apply_migrations(conn)
+    finally:
+        conn.close()

@@ -9,13 +9,16 @@ beside the one writer, and a busy timeout makes writers queue instead of failing
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
+import types
 from pathlib import Path
-from typing import NamedTuple
-
-import sqlite_utils
+from typing import TYPE_CHECKING, NamedTuple
 
 from store.migrations import MIGRATIONS, apply_migrations, schema_version
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 __all__ = ["BUSY_TIMEOUT_MS", "ChatMessage", "ChatStore", "SchemaError", "open_database"]
 
@@ -42,6 +45,27 @@ def _now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _import_sqlite_utils() -> types.ModuleType:
+    """Import sqlite-utils without letting it import numpy.
+
+    sqlite-utils imports numpy at import time when numpy is installed (the benchmark's
+    matplotlib brings it), only to accept numpy values in inserts, which this store
+    never makes: that is about 16 MB per worker process. numpy stays importable for
+    server classes afterwards.
+    """
+    if "sqlite_utils" in sys.modules:
+        return sys.modules["sqlite_utils"]
+    hidden = "numpy" not in sys.modules
+    if hidden:
+        sys.modules["numpy"] = None  # type: ignore[assignment]  # makes `import numpy` fail
+    try:
+        import sqlite_utils
+    finally:
+        if hidden:
+            del sys.modules["numpy"]
+    return sqlite_utils
+
+
 def open_database(path: str | Path | None, *, migrate: bool = True) -> sqlite_utils.Database:
     """Open (and by default migrate) the store; ``None`` means an in-memory database.
 
@@ -57,6 +81,8 @@ def open_database(path: str | Path | None, *, migrate: bool = True) -> sqlite_ut
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    module = _import_sqlite_utils()  # here: a supervisor imports this module too
+
     if migrate:
         apply_migrations(conn)
     else:
@@ -65,7 +91,8 @@ def open_database(path: str | Path | None, *, migrate: bool = True) -> sqlite_ut
         if version != latest:
             raise SchemaError(f"the store at {target} has schema {version}, this code "
                               f"needs {latest}: run the app server once to migrate it")
-    return sqlite_utils.Database(conn)
+    db: sqlite_utils.Database = module.Database(conn)
+    return db
 
 
 class ChatStore:
