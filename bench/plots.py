@@ -1,0 +1,135 @@
+"""PNG charts of a run (``--plot DIR``), drawn with matplotlib's Agg backend.
+
+* ``latency.png``: broadcast and echo latency, p50 (solid) and p99 (dashed), against
+  clients, one line per system;
+* ``deliveries.png``: broadcast deliveries per second against clients, per system;
+* ``memory.png``: resident memory per open socket, per system (the idle scenario),
+  total and marginal side by side.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.results import Result
+
+__all__ = ["write_plots"]
+
+FIGURE_SIZE_IN = (9.0, 5.5)
+DPI = 120
+
+
+def _plain() -> Any:
+    """A tick formatter that writes 1,000 rather than 10^3."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _position: f"{value:,.10g}")
+
+
+def _series(results: Sequence[Result], scenario: str) -> dict[str, list[Result]]:
+    """Results of one scenario, grouped by system label, in order of clients."""
+    grouped: dict[str, list[Result]] = defaultdict(list)
+    for result in results:
+        if result.scenario == scenario and result.clients:
+            grouped[result.label].append(result)
+    return {label: sorted(rs, key=lambda r: r.clients or 0) for label, rs in grouped.items()}
+
+
+def _plain_axes(ax: Any, clients: Sequence[int]) -> None:
+    """Log axes labelled with plain numbers, and a tick at each client count measured."""
+    from matplotlib.ticker import NullFormatter
+
+    if clients:
+        ax.set_xticks(sorted(set(clients)))
+    ax.xaxis.set_major_formatter(_plain())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(_plain())
+
+
+def _latency(plt: Any, results: Sequence[Result], path: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE_IN)
+    for ax, scenario in zip(axes, ("broadcast", "echo"), strict=True):
+        for number, (label, series) in enumerate(_series(results, scenario).items()):
+            colour = f"C{number}"
+            clients = [r.clients for r in series]
+            for percentile, style in (("p50", "-"), ("p99", "--")):
+                values = [r.latency_ms[percentile] for r in series]
+                points = [(c, v) for c, v in zip(clients, values, strict=True) if v]
+                if points:
+                    ax.plot(*zip(*points, strict=True), style, marker="o", color=colour,
+                            label=f"{label} {percentile}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_axes(ax, [r.clients or 0 for r in results if r.scenario == scenario
+                         and r.clients])
+        ax.set_xlabel("clients")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"{scenario}: latency p50 (solid), p99 (dashed)")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize="x-small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def _deliveries(plt: Any, results: Sequence[Result], path: Path) -> None:
+    figure, ax = plt.subplots(figsize=FIGURE_SIZE_IN)
+    for label, series in _series(results, "broadcast").items():
+        points = [(r.clients, r.deliveries_per_s) for r in series if r.deliveries_per_s]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    ax.set_xscale("log")
+    _plain_axes(ax, [r.clients or 0 for r in results if r.scenario == "broadcast"
+                     and r.clients])
+    ax.set_xlabel("clients in the room")
+    ax.set_ylabel("chat messages delivered per second")
+    ax.set_title("broadcast: deliveries per second (every client receives every message)")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.has_data():
+        ax.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def _memory(plt: Any, results: Sequence[Result], path: Path) -> None:
+    idle = [r for r in results if r.scenario == "idle" and r.rss_per_socket_kb is not None]
+    figure, ax = plt.subplots(figsize=FIGURE_SIZE_IN)
+    labels = [f"{r.label}\n({r.clients} sockets, {r.processes} procs)" for r in idle]
+    positions = list(range(len(idle)))
+    width = 0.4
+    total = [r.rss_per_socket_kb or 0.0 for r in idle]
+    marginal = [r.extra.get("rss_marginal_per_socket_kb") or 0.0 for r in idle]
+    ax.bar([p - width / 2 for p in positions], total, width, label="all RSS / sockets")
+    ax.bar([p + width / 2 for p in positions], marginal, width,
+           label="(RSS open - RSS before) / sockets")
+    ax.set_xticks(positions, labels, fontsize="small")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_plain())
+    ax.set_ylabel("resident memory per socket (KB, log scale)")
+    ax.set_title("idle: memory per open socket (all processes of the system)")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    if idle:
+        ax.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def write_plots(results: Sequence[Result], directory: Path) -> list[Path]:
+    """Draw the three charts into ``directory``; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / "latency.png", directory / "deliveries.png",
+             directory / "memory.png"]
+    for draw, path in zip((_latency, _deliveries, _memory), paths, strict=True):
+        draw(plt, results, path)
+    return paths
