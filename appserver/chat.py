@@ -212,9 +212,9 @@ class ChatServer(WebSocket):
             raise BadInput("Message is not valid base64") from None
         if not isinstance(author, str) or len(author) > MAX_ALIAS_CHARS:
             raise BadInput(f"Author must be a name of at most {MAX_ALIAS_CHARS} characters")
-        mid = await self.store.write(ChatStore.add_message, data, wsid=self.WebSocketID,
-                                   room=self.room, author=author)
-        await self.ProcessMessage(mid)
+        row = await self.store.write(ChatStore.store_message, data, wsid=self.WebSocketID,
+                                     room=self.room, author=author)
+        await self.ProcessMessage(row.id, row)
 
     async def StatusUpdate(self, wsid: str) -> None:
         """Send this socket its id, through OpenServer as the tutorial does."""
@@ -226,9 +226,13 @@ class ChatServer(WebSocket):
         await ws.OpenServer(wsid)
         await ws.Write(status)
 
-    async def ProcessMessage(self, mid: int) -> None:
-        """Stamp a stored message with Type and Sent, then send it to the room."""
-        row = await self.store.run(ChatStore.message, mid)
+    async def ProcessMessage(self, mid: int, row: ChatMessage | None = None) -> None:
+        """Stamp a stored message with Type and Sent, then send it to the room.
+
+        ``row`` is the stored row when the caller has it, which spares a read.
+        """
+        if row is None:
+            row = await self.store.run(ChatStore.message, mid)
         if row is not None:
             await self.SendData(chat_event(row))
 

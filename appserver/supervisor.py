@@ -259,6 +259,11 @@ class Supervisor:
         worker = self._reserve_worker(link_id)
         if worker is not None or len(self.workers) >= self.config.max_workers:
             return worker
+        # The pool had to grow on demand (private sockets do that): start one more
+        # worker in the background too, so the next link does not wait for a process
+        # to start (it retires after --idle-timeout if nobody needs it).
+        if len(self.workers) + 1 < self.config.max_workers:
+            self.nursery.start_soon(self.spawn)
         spawned = await self.spawn()
         if spawned is None:
             return None

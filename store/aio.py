@@ -78,7 +78,15 @@ class AsyncStore:
         self._queue.append(entry)
         while not entry.done:
             if self._committing:
-                await self._batch_done.wait()
+                try:
+                    await self._batch_done.wait()
+                except BaseException:
+                    # Cancelled before its batch began: the write must not land later.
+                    # (Cancelled while its own commit runs, it lands: like any call
+                    # that has reached the database.)
+                    if entry in self._queue:
+                        self._queue.remove(entry)
+                    raise
                 continue
             # Nobody is committing: this task commits everything queued, its own too.
             batch, self._queue = self._queue, []

@@ -184,6 +184,14 @@ class ChatStore:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
+    def store_message(self, raw: str, *, wsid: str = "", room: str = "default",
+                      author: str = "") -> ChatMessage:
+        """:meth:`add_message`, returning the stored row (so nobody reads it back)."""
+        mid = self.add_message(raw, wsid=wsid, room=room, author=author)
+        row = self.message(mid)
+        assert row is not None
+        return row
+
     def message(self, mid: int) -> ChatMessage | None:
         """``$GET(^Chat.Messages(mid))``, with its room and the time it was stored."""
         row = self.db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?",
