@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 #: read-timeout=S`` changes it; private sockets poll the store at this interval).
 READ_TIMEOUT_S = 1.0
 MODES = ("shared", "private")
+#: How often (per room and worker) group mode looks for stale connection rows.
+SWEEP_INTERVAL_S = 10.0
+_last_sweep: dict[str, float] = {}
 MAX_ALIAS_CHARS = 64
 STATUS_TEXT = "status update, this shouldn't be processed as message"
 
@@ -246,6 +249,7 @@ class ChatServer(WebSocket):
         text = _json(data)
         if not self.per_socket_fanout:
             await self.write_group(self.group_name, text)
+            await self._sweep_stale_connections()
             return
         for c in await self.store.run(ChatStore.connections, self.room, "shared"):
             ws = type(self)()
@@ -291,6 +295,22 @@ class ChatServer(WebSocket):
         """The tutorial's admin helper: a message from ``system`` to the room."""
         await self.SendData({"Type": "Chat", "Author": "system", "Message": _b64(text),
                              "Sent": _now()})
+
+    async def _sweep_stale_connections(self) -> None:
+        """Group mode opens no connection one by one, so the tutorial's HandleError
+        "open" branch would never drop a stale row (a socket whose worker died): look
+        for them at most every SWEEP_INTERVAL_S per room and worker, the same way."""
+        now = time.monotonic()
+        if now - _last_sweep.get(self.room, 0.0) < SWEEP_INTERVAL_S:
+            return
+        _last_sweep[self.room] = now
+        for c in await self.store.run(ChatStore.connections, self.room, "shared"):
+            try:
+                await type(self)().OpenServer(c)
+            except PrivateSocket:
+                continue
+            except WebSocketError:
+                await self.HandleError(c, "open")
 
     async def _send_userlist(self) -> None:
         users = await self.store.run(ChatStore.userlist, self.room)

@@ -13,6 +13,7 @@ replaced.
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import json
 import logging
@@ -68,6 +69,8 @@ class Supervisor:
         self.workers: dict[int, WorkerProcess] = {}
         self.stopping = False
         self.restarts = 0
+        #: Workers started but not yet registered: they count against --max-workers.
+        self.starting = 0
         #: Counters of workers that have exited, so the totals never go down.
         self.departed: dict[str, float] = {}
         self._link_ids = itertools.count(1)
@@ -142,21 +145,39 @@ class Supervisor:
 
     # --- workers ------------------------------------------------------------------------
 
-    async def spawn(self) -> WorkerProcess | None:
-        """Start one worker and wait until it is ready; None if it failed to start."""
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command = [sys.executable, "-m", "appserver.worker", "--control-fd",
-                   str(child.fileno()), "--config", self._worker_config()]
-        # Workers never need the secret (the supervisor authenticates every link).
-        env = {k: v for k, v in os.environ.items() if k != "WSGATE_SECRET"}
+    @property
+    def worker_count(self) -> int:
+        """Workers running or starting: what --max-workers limits."""
+        return len(self.workers) + self.starting
+
+    async def spawn(self, *, counted: bool = False) -> WorkerProcess | None:
+        """Start one worker and wait until it is ready; None if it failed to start.
+
+        The worker counts against --max-workers from the call (``counted``: the caller
+        already added it to ``starting``) until it is registered or has failed.
+        """
+        if not counted:
+            self.starting += 1
+        registered = False
         try:
-            process = await trio.lowlevel.open_process(command, pass_fds=(child.fileno(),),
-                                                       env=env)
+            parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            command = [sys.executable, "-m", "appserver.worker", "--control-fd",
+                       str(child.fileno()), "--config", self._worker_config()]
+            # Workers never need the secret (the supervisor authenticates every link).
+            env = {k: v for k, v in os.environ.items() if k != "WSGATE_SECRET"}
+            try:
+                process = await trio.lowlevel.open_process(
+                    command, pass_fds=(child.fileno(),), env=env)
+            finally:
+                child.close()
+            parent.setblocking(False)
+            worker = WorkerProcess(process, parent)
+            self.workers[worker.pid] = worker
+            self.starting -= 1
+            registered = True
         finally:
-            child.close()
-        parent.setblocking(False)
-        worker = WorkerProcess(process, parent)
-        self.workers[worker.pid] = worker
+            if not registered:
+                self.starting -= 1
         self.nursery.start_soon(self._watch, worker)
         with trio.move_on_after(WORKER_START_TIMEOUT_S):
             await worker.ready.wait()
@@ -185,7 +206,7 @@ class Supervisor:
         log.warning("worker pid %d exited with code %s (%d links lost)", worker.pid, code,
                     len(worker.links))
         self.restarts += 1
-        if len(self.workers) < self.config.workers:
+        if self.worker_count < self.config.workers:
             self.nursery.start_soon(self.spawn)
 
     async def _read_control(self, worker: WorkerProcess) -> None:
@@ -257,13 +278,14 @@ class Supervisor:
 
     async def _worker_for_link(self, link_id: int) -> WorkerProcess | None:
         worker = self._reserve_worker(link_id)
-        if worker is not None or len(self.workers) >= self.config.max_workers:
+        if worker is not None or self.worker_count >= self.config.max_workers:
             return worker
         # The pool had to grow on demand (private sockets do that): start one more
         # worker in the background too, so the next link does not wait for a process
         # to start (it retires after --idle-timeout if nobody needs it).
-        if len(self.workers) + 1 < self.config.max_workers:
-            self.nursery.start_soon(self.spawn)
+        if self.worker_count + 1 < self.config.max_workers:
+            self.starting += 1  # counted now, so that concurrent handshakes see it
+            self.nursery.start_soon(functools.partial(self.spawn, counted=True))
         spawned = await self.spawn()
         if spawned is None:
             return None

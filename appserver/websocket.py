@@ -105,7 +105,8 @@ class WebSocket:
         self.SessionId = ""
         #: The gateway that holds the socket (its id): where writes are routed.
         self.GWClientAddress = ""
-        #: The upgrade request; set before OnPreServer, None on OpenServer instances.
+        #: The upgrade request, for OnPreServer. None on OpenServer instances, and in a
+        #: shared socket's Server(), which runs detached from it (as in IRIS).
         self.request: HandshakeRequest | None = None
         self._shared: int = 0
         self._mode_fixed = False

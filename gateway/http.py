@@ -60,6 +60,8 @@ async def _serve_upgrade(
                             close=True)
         return False
     class_key = f"{match[1].lower()}/{match[2]}"
+    if not gw.classes:  # never linked yet: wait as for a busy pool
+        await gw.wait_linked(gw.config.queue_timeout_s)
     if class_key not in gw.classes:
         if not gw.classes:
             response = Response.text(503, "the app server is not linked yet; try again soon")

@@ -58,6 +58,8 @@ class Gateway:
         self._ids = itertools.count(1)
         self._dirty: set[BrowserSocket] = set()
         self._nursery: trio.Nursery | None = None
+        self._classes: frozenset[str] = frozenset()
+        self._first_link = trio.Event()
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -67,10 +69,20 @@ class Gateway:
 
     @property
     def classes(self) -> frozenset[str]:
-        """Server classes the app server registered, as ``namespace/Package.Class``."""
-        for link in self.links.all_links():
-            return link.classes
-        return frozenset()
+        """Server classes the app server registered, as ``namespace/Package.Class``.
+
+        Remembered from the last link that came up, so that a moment with no link up
+        (a private socket's link closing before its replacement opens) queues new
+        sockets instead of refusing them.
+        """
+        return self._classes
+
+    async def wait_linked(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the first link ever; True once there is one."""
+        with trio.move_on_after(timeout_s):
+            while not self._classes:
+                await self._first_link.wait()
+        return bool(self._classes)
 
     def new_wsid(self) -> str:
         """A WebSocketID unique across gateways: ``<gateway id>-<n>``."""
@@ -78,7 +90,24 @@ class Gateway:
 
     def announce(self, bs: BrowserSocket, status: SocketStatus) -> None:
         """Tell every worker (the Registry) that a socket changed state."""
+        if status is SocketStatus.CLOSED:
+            if bs.unregistered or not bs.announced:
+                return
+            bs.unregistered = True
         self.links.broadcast(encode_frame(SocketState(bs.wsid, status, bs.session)))
+
+    def close_socket(self, bs: BrowserSocket, code: int, reason: str) -> bool:
+        """Close a browser socket from the server side; False if it was closing already.
+
+        The Registry hears of it now, not when the browser has answered the close, so
+        that OpenServer elsewhere fails at once instead of writing into the void.
+        """
+        if not bs.close_from_server(code, reason):
+            return False
+        if bs.phase is not SocketPhase.HANDSHAKE:
+            self.announce(bs, SocketStatus.CLOSED)
+        self._dirty.add(bs)
+        return True
 
     # --- serving ----------------------------------------------------------------------
 
@@ -117,7 +146,7 @@ class Gateway:
         """Close every browser socket (e.g. 1001 on shutdown) and wait up to ``grace_s``
         for the closing handshakes to finish."""
         for bs in self.table:
-            if bs.close_from_server(code, reason):
+            if self.close_socket(bs, code, reason):
                 bs.flush(self.nursery)
         with trio.move_on_after(grace_s):
             await self.table.wait_empty()
@@ -132,13 +161,15 @@ class Gateway:
                     log.info("wsid=%s closed: no activity for %.0f s (session timeout)",
                              bs.wsid, now - bs.last_activity)
                     self.stats["sockets_timed_out"] += 1
-                    if bs.close_from_server(1001, "session timed out"):
+                    if self.close_socket(bs, 1001, "session timed out"):
                         bs.flush(self.nursery)
 
     # --- the links (LinkHandler) --------------------------------------------------------
 
     def link_up(self, link: Link) -> None:
         """Send a new link the Registry snapshot before anything else."""
+        self._classes = link.classes
+        self._first_link.set()
         for bs in self.table:
             if bs.phase is SocketPhase.HANDSHAKE:
                 status = SocketStatus.CONNECTING
@@ -184,7 +215,7 @@ class Gateway:
             if bs.phase is SocketPhase.HANDSHAKE:
                 bs.reply_ready.set()  # no reply will come: the handshake fails (502)
             else:
-                bs.close_from_server(1011, "app server worker lost")
+                self.close_socket(bs, 1011, "app server worker lost")
                 bs.flush(self.nursery)
         link.sockets.clear()
 
@@ -258,16 +289,14 @@ class Gateway:
             return
         if link is bs.link:
             bs.worker_told = True
-        if bs.close_from_server(event.code, event.reason):
-            self._dirty.add(bs)
+        self.close_socket(bs, event.code, event.reason)
 
     def _handle_end(self, link: Link, event: End) -> None:
         bs = self.table.get(event.wsid)
         first = False
         if bs is not None and not bs.worker_told:
-            first = bs.close_from_server(event.code, event.reason)
+            first = self.close_socket(bs, event.code, event.reason)
             if first:
-                self._dirty.add(bs)
                 bs.worker_told = True
                 home = bs.link
                 if home is not None and home is not link and home.up:

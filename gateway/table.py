@@ -45,8 +45,8 @@ class BrowserSocket:
     __slots__ = (
         "announced", "binary", "class_name", "client_address", "close_code", "close_reason",
         "dropped", "early", "groups", "last_activity", "link", "out", "pending_close", "phase",
-        "reader_scope", "reply", "reply_ready", "session",
-        "shared", "sock", "worker_told", "writing", "ws", "wsid",
+        "reader_scope", "reply", "reply_ready", "session", "shared", "sock", "unregistered",
+        "worker_told", "writing", "ws", "wsid",
     )
 
     def __init__(
@@ -86,6 +86,8 @@ class BrowserSocket:
         self.worker_told = False
         #: True once every worker was told the socket exists (it must hear of its end).
         self.announced = False
+        #: True once every worker was told the socket is closed (announced just once).
+        self.unregistered = False
 
     @property
     def mode(self) -> str:

@@ -227,7 +227,7 @@ def _accept(
     gw.stats["sockets_opened"] += 1
     if bs.pending_close is not None:
         pending, bs.pending_close = bs.pending_close, None
-        bs.close_from_server(*pending)
+        gw.close_socket(bs, *pending)
     bs.flush(gw.nursery)
     log.debug("wsid=%s open (%s) on link %d from %s", bs.wsid, bs.mode,
               bs.link.id if bs.link else -1, bs.client_address)
@@ -252,7 +252,7 @@ async def _read_loop(gw: Gateway, bs: BrowserSocket) -> None:
                     parts, size = [], 0
                     gw.stats["messages_too_big"] += 1
                     log.info("wsid=%s closed: message over %d bytes", bs.wsid, limit)
-                    bs.close_from_server(1009, f"message too big (limit {limit} bytes)")
+                    gw.close_socket(bs, 1009, f"message too big (limit {limit} bytes)")
                     bs.flush(gw.nursery)
                     continue
                 parts.append(bytes(chunk))

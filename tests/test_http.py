@@ -115,8 +115,8 @@ def test_healthz_is_503_until_the_app_server_is_up(tmp_path: Path, secret_file: 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "WSGATE_SECRET"}
     gateway = Process([WSGATE, "gateway", "--port", "0", "--appserver", f"127.0.0.1:{port}",
-                       "--secret-file", str(secret_file)], log_path=tmp_path / "gw.log",
-                      env=env)
+                       "--secret-file", str(secret_file), "--queue-timeout", "1"],
+                      log_path=tmp_path / "gw.log", env=env)
     appserver = None
     try:
         system = System(gateway.wait_for_line(r"serving (http://\S+) ")[1], tmp_path / "a.db",
@@ -128,7 +128,7 @@ def test_healthz_is_503_until_the_app_server_is_up(tmp_path: Path, secret_file: 
                            b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                            b"Sec-WebSocket-Version: 13\r\n\r\n")
-        assert upgrade.startswith(b"HTTP/1.1 503 ")
+        assert upgrade.startswith(b"HTTP/1.1 503 ")  # after waiting --queue-timeout
         appserver = Process([WSGATE, "appserver", "--listen", f"127.0.0.1:{port}", "--db",
                              str(tmp_path / "a.db"), "--secret-file", str(secret_file)],
                             log_path=tmp_path / "as.log", env=env)

@@ -47,6 +47,7 @@ class Probe(WebSocket):
     def __init__(self) -> None:
         super().__init__()
         self.pre_pid = 0
+        self.late = False
 
     def record(self, event: str, detail: str = "") -> None:
         """Append one lifecycle event to the probe directory's log."""
@@ -62,6 +63,8 @@ class Probe(WebSocket):
         if request.get("reject"):
             raise HandshakeRejected(404, "login failed")
         self.SharedConnection = 0 if request.get("mode") == "private" else 1
+        # Kept now: a shared socket's Server() runs without the request, as in IRIS.
+        self.late = bool(request.get("late"))
         if request.get("binary"):
             self.BinaryData = 1
         self.pre_pid = os.getpid()
@@ -77,8 +80,7 @@ class Probe(WebSocket):
 
     async def Server(self) -> None:
         """Say hello, then obey commands until told to stop or the client closes."""
-        assert self.request is not None
-        if self.request.get("late"):
+        if self.late:
             self.SharedConnection = 1 - self.SharedConnection
         self.record("server")
         await self.send({"event": "hello", "wsid": self.WebSocketID,
