@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]
+#: The README's picture; WSGATE_UPDATE_SCREENSHOT=1 makes the test refresh it.
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot-chat.png"
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -47,7 +49,7 @@ def say(page: Page, line: str) -> None:
     page.press("#inputline", "Enter")
 
 
-def test_two_pages_chat(start_run: StartRun, browser: Browser) -> None:
+def test_two_pages_chat(start_run: StartRun, browser: Browser, tmp_path: Path) -> None:
     """Aliases show in the other page's ONLINE USERS, UTF-8 and markup arrive as text,
     the headline shows the WSID, and a closed page leaves the list."""
     system = start_run(workers=2)
@@ -85,8 +87,10 @@ def test_two_pages_chat(start_run: StartRun, browser: Browser) -> None:
     expect(alice.locator("#chat li")).to_have_count(3)
     expect(alice.locator("#inputline")).to_have_value("")
 
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    alice.screenshot(path=str(SCREENSHOT))
+    shot = alice.screenshot(path=str(tmp_path / "chat.png"))
+    assert shot.startswith(b"\x89PNG")
+    if os.environ.get("WSGATE_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.write_bytes(shot)
 
     bob.close()
     expect(alice.locator("#userlist li")).to_have_text(["alice-in-chains"])
