@@ -99,7 +99,9 @@ def _deliveries(plt: Any, results: Sequence[Result], path: Path) -> None:
 def _memory(plt: Any, results: Sequence[Result], path: Path) -> None:
     idle = [r for r in results if r.scenario == "idle" and r.rss_per_socket_kb is not None]
     figure, ax = plt.subplots(figsize=FIGURE_SIZE_IN)
-    labels = [f"{r.label}\n({r.clients} sockets, {r.processes} procs)" for r in idle]
+    # Names break at their dash so that six systems' labels fit side by side.
+    labels = [f"{r.label.replace('-', '-' + chr(10), 1)}\n{r.clients} sockets\n"
+              f"{r.processes} processes" for r in idle]
     positions = list(range(len(idle)))
     width = 0.4
     total = [r.rss_per_socket_kb or 0.0 for r in idle]
