@@ -13,6 +13,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -189,6 +190,23 @@ class System:
             process.stop()
 
 
+def raw_upgrade(system: System, target: str) -> tuple[int, bytes]:
+    """Send a WebSocket upgrade request by hand; return the status and the body.
+
+    A raw socket: trio-websocket leaves its socket open when a handshake is refused.
+    """
+    request = (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", system.port), timeout=20) as sock:
+        sock.sendall(request)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -198,14 +216,16 @@ def unb64(data: str) -> str:
 
 
 @asynccontextmanager
-async def open_ws(url: str) -> AsyncIterator[WebSocketConnection]:
-    """``open_websocket_url`` that always closes its TCP stream.
+async def open_ws(url: str, headers: list[tuple[bytes, bytes]] | None = None
+                  ) -> AsyncIterator[WebSocketConnection]:
+    """``open_websocket_url`` (with extra request ``headers``) that always closes its
+    TCP stream.
 
     trio-websocket 0.12's client skips closing its stream when the server started the
     close (``_aclose`` returns early once a close reason is set), leaving the socket
     to the garbage collector; tests run with ResourceWarning as an error.
     """
-    async with open_websocket_url(url) as ws:
+    async with open_websocket_url(url, extra_headers=headers or []) as ws:
         try:
             yield ws
         finally:

@@ -16,7 +16,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from gateway.frames import Challenge, Hello, Refused
 from gateway.protocol import PROTOCOL_VERSION, LinkConnection, Role
 from tests.conftest import StartRun
-from tests.support import WSGATE, ChatClient, Process, System, b64, open_ws
+from tests.support import WSGATE, ChatClient, Process, System, b64, open_ws, raw_upgrade
 
 
 @asynccontextmanager
@@ -93,20 +93,6 @@ async def test_message_over_the_limit_closes_with_1009(start_run: StartRun) -> N
                 await read_until_closed(ws)
             assert excinfo.value.reason.code == 1009
             assert "4096" in (excinfo.value.reason.reason or "")
-
-
-def raw_upgrade(system: System, path: str) -> tuple[int, bytes]:
-    """Send a WebSocket upgrade request by hand; return the status and the body."""
-    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", system.port), timeout=10) as sock:
-        sock.sendall(request)
-        response = b""
-        while chunk := sock.recv(65536):
-            response += chunk
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 async def test_unknown_class_is_404(start_run: StartRun) -> None:

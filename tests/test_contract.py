@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -21,10 +20,10 @@ from typing import Any
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from tests.conftest import StartRun
-from tests.support import System
+from tests.support import System, open_ws, raw_upgrade
 
 MODES = ["shared", "private"]
 #: Read's default and fallback size (IRIS: 32656 characters).
@@ -47,18 +46,6 @@ def start_probe(start_run: StartRun, tmp_path: Path) -> StartProbe:
         return start_run(*probe_args(tmp_path), *extra, workers=workers)
 
     return start
-
-
-@asynccontextmanager
-async def open_ws_with(url: str, headers: list[tuple[bytes, bytes]]
-                       ) -> AsyncIterator[WebSocketConnection]:
-    """``tests.support.open_ws`` with extra request headers (a Cookie)."""
-    async with open_websocket_url(url, extra_headers=headers) as ws:
-        try:
-            yield ws
-        finally:
-            with trio.CancelScope(shield=True):
-                await ws._stream.aclose()
 
 
 class ProbeClient:
@@ -110,7 +97,7 @@ async def probe(system: System, mode: str = "shared", query: str = "",
     """A socket on ``cls``.Server in ``mode``, its hello already read."""
     full_query = "&".join(q for q in (f"mode={mode}", query) if q)
     url = system.ws_url(f"/csp/user/{cls}.Server.cls", query=full_query)
-    async with open_ws_with(url, headers or []) as ws:
+    async with open_ws(url, headers) as ws:
         client = ProbeClient(ws)
         client.hello = await client.answer()
         assert client.hello["event"] == "hello"
@@ -147,20 +134,6 @@ def link_of(status: dict[str, Any], wsid: str) -> dict[str, Any]:
     holding = [link for link in status["links"] if wsid in link["sockets"]]
     assert len(holding) == 1, status
     return holding[0]
-
-
-def raw_upgrade(system: System, target: str) -> tuple[int, bytes]:
-    """Send a WebSocket upgrade request by hand; return the status and the body."""
-    request = (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", system.port), timeout=20) as sock:
-        sock.sendall(request)
-        response = b""
-        while chunk := sock.recv(65536):
-            response += chunk
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 def shared_flag(mode: str) -> int:
