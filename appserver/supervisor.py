@@ -26,7 +26,8 @@ from typing import Any
 import trio
 
 from appserver.config import AppServerConfig
-from gateway.frames import Refused, Welcome, encode_frame
+from gateway.codec import encode_frame
+from gateway.frames import Refused, Welcome
 from gateway.net import SendBuffer, listen_tcp, receive_some
 from gateway.protocol import LinkAuthError, LinkConnection, LinkProtocolError, Role
 

@@ -41,6 +41,7 @@ import os
 import struct
 from collections.abc import Iterator
 
+from gateway.codec import decode_body, encode_frame
 from gateway.frames import (
     NONCE_BYTES,
     Challenge,
@@ -50,8 +51,6 @@ from gateway.frames import (
     LinkProtocolError,
     Refused,
     Welcome,
-    decode_body,
-    encode_frame,
 )
 
 __all__ = [

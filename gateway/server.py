@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 import trio
 
+from gateway.codec import encode_frame
 from gateway.config import GatewayConfig
 from gateway.frames import (
     Accept,
@@ -31,7 +32,6 @@ from gateway.frames import (
     Write,
     WriteGroup,
     WriteMany,
-    encode_frame,
 )
 from gateway.links import Link, LinkPool
 from gateway.net import listen_tcp

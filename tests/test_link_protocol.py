@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.codec import decode_body, encode_frame
 from gateway.frames import (
     Accept,
     Adopt,
@@ -33,8 +34,6 @@ from gateway.frames import (
     Write,
     WriteGroup,
     WriteMany,
-    decode_body,
-    encode_frame,
 )
 from gateway.protocol import (
     PREAUTH_MAX_FRAME_BYTES,
@@ -307,7 +306,7 @@ def test_random_chunking_preserves_events(events: list[Event], data: st.DataObje
 
 def test_protocol_modules_import_neither_trio_nor_socket() -> None:
     """The link protocol is sans-I/O: importing it pulls in neither trio nor socket."""
-    code = ("import sys; import gateway.frames, gateway.protocol; "
+    code = ("import sys; import gateway.frames, gateway.codec, gateway.protocol; "
             "bad = {'trio', 'socket'} & set(sys.modules); "
             "sys.exit(f'imported {bad}' if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
