@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default="wsgate.db", metavar="PATH",
                         help="SQLite store shared by the workers (default ./wsgate.db)")
     parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
-                        help="serve a WebSocket server class (repeatable); the chat is "
-                             "always served")
+                        help="serve a WebSocket server class (repeatable); the chat and "
+                             "Echo.Server are always served")
     parser.add_argument("--mode", choices=["shared", "private"], default="shared",
                         help="the chat's mode when the handshake has no ?mode= "
                              "(default shared)")

@@ -240,7 +240,7 @@ class Supervisor:
                  and not w.links and now - w.idle_since > self.config.idle_timeout_s),
                 key=lambda w: w.idle_since,
             )
-            surplus = len(self.workers) - self.config.workers
+            surplus = sum(1 for w in self.workers.values() if not w.retiring) - self.config.workers
             for worker in idle[:max(surplus, 0)]:
                 log.info("worker pid %d idle for %.0f s: retiring it", worker.pid,
                          now - worker.idle_since)
@@ -327,7 +327,7 @@ class Supervisor:
         link_id = next(self._link_ids)
         worker = await self._worker_for_link(link_id)
         if worker is None:
-            busy = (f"busy: all {len(self.workers)} workers serve links "
+            busy = (f"busy: all {self.worker_count} workers serve links "
                     f"(--max-workers {self.config.max_workers})")
             log.info("link from gateway %s (%s) refused: %s", conn.gateway_id, peer, busy)
             out.push(conn.send(Refused(busy, busy=True)))

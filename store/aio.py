@@ -93,6 +93,13 @@ class AsyncStore:
             self._committing = True
             try:
                 await trio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
+            except BaseException:
+                # run_sync can be cancelled only before its thread starts (waiting for
+                # the limiter): then nothing was written. This caller's write must not
+                # land; the others go back to the queue for the next committer.
+                if not entry.done:
+                    self._queue[:0] = [e for e in batch if e is not entry]
+                raise
             finally:
                 self._committing = False
                 done, self._batch_done = self._batch_done, trio.Event()
@@ -106,6 +113,7 @@ class AsyncStore:
         """In the store's thread: one transaction, a savepoint per write."""
         started = time.perf_counter()
         conn = self.sync.db.conn
+        committed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             for entry in batch:
@@ -117,6 +125,7 @@ class AsyncStore:
                     entry.error = exc
                 conn.execute("RELEASE one_write")
             conn.execute("COMMIT")
+            committed = True
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -126,8 +135,9 @@ class AsyncStore:
         finally:
             for entry in batch:
                 entry.done = True
-            self.stats.commits += 1
-            self.stats.writes += len(batch)
+            if committed:  # the metrics count what is stored
+                self.stats.commits += 1
+                self.stats.writes += sum(1 for entry in batch if entry.error is None)
             self.stats.commit_seconds += time.perf_counter() - started
 
     def close(self) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 import trio
+from trio.testing import wait_all_tasks_blocked
 
 from store import AsyncStore, ChatStore, SchemaError
 from store.migrations import MIGRATIONS, apply_migrations, schema_version
@@ -142,8 +144,47 @@ async def test_group_commit_batches_writes_and_isolates_failures() -> None:
                     nursery.start_soon(fail)
     assert sorted(ids) == list(range(1, 51))
     assert len(failures) == 1
-    assert store.stats.writes == 51
-    assert store.stats.commits < 51  # they were grouped
+    assert store.stats.writes == 50  # the failed one is not counted as stored
+    assert store.stats.commits < 50  # they were grouped
     rows = await store.run(ChatStore.messages_after, "r", 0)
     assert sorted(r.raw for r in rows) == sorted(f"m{i}" for i in range(50))
     assert await store.run(ChatStore.errors) == []
+
+
+async def _cancel_a_committer_waiting_for_the_thread() -> None:
+    store = AsyncStore(ChatStore.open(None))
+    gate = threading.Event()
+    done: list[str] = []
+
+    async def write(text: str, scope: trio.CancelScope) -> None:
+        with scope:
+            await store.write(ChatStore.add_message, text)
+            done.append(text)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.run, lambda _store: gate.wait(10))  # holds the thread
+            await wait_all_tasks_blocked()
+            first = trio.CancelScope()
+            nursery.start_soon(write, "first", first)  # commits, waits for the thread
+            await wait_all_tasks_blocked()
+            scopes = {name: trio.CancelScope() for name in ("a", "b")}
+            for name, scope in scopes.items():
+                nursery.start_soon(write, name, scope)
+            await wait_all_tasks_blocked()
+            first.cancel()  # a or b now takes both writes and waits for the thread
+            await wait_all_tasks_blocked()
+            scopes["a"].cancel()  # perhaps the committer of [a, b]
+            await wait_all_tasks_blocked()
+            gate.set()
+    stored = [m.raw for m in await store.run(ChatStore.messages_after, "default", 0)]
+    assert "b" in done
+    assert "first" not in stored
+    assert stored.count("b") == 1
+
+
+async def test_a_committer_cancelled_before_its_thread_strands_nothing() -> None:
+    """A committing task cancelled while it waits for the store's thread (a read holds
+    it) puts the rest of its batch back: the other writers still commit, none hangs."""
+    for _ in range(10):  # trio shuffles wake-ups: repeat to meet each interleaving
+        await _cancel_a_committer_waiting_for_the_thread()
