@@ -125,7 +125,7 @@ class WorkerRuntime:
         link = self.link_for(wsid, port)
         link.send(Write(wsid, binary, payload))
         if link.out.pending > LINK_HIGH_WATER_BYTES:
-            await link.out.drain()  # flow control: a slow gateway slows its writers
+            await link.wait_below(LINK_HIGH_WATER_BYTES)  # a slow gateway slows writers
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
 

@@ -92,6 +92,7 @@ class Link:
         self.frames_out = 0
         self._wakeup = trio.Event()
         self._writing = False
+        self._drained = trio.Event()
         self._last_heard = trio.current_time()
         self._closed = trio.Event()
         #: Set when the link stops taking new sockets: it closed, or became private.
@@ -129,12 +130,23 @@ class Link:
         if not (idle and self.out.try_send()):
             self._wakeup.set()
 
+    async def wait_below(self, limit: int) -> None:
+        """Wait until at most ``limit`` bytes are queued (or the link is down).
+
+        Flow control for writers: only the link's writer task sends, since trio lets
+        one task at a time wait to write on a socket; the others wait for it here.
+        """
+        while self.up and self.out.pending > limit:
+            self._wakeup.set()
+            await self._drained.wait()
+
     def close(self) -> None:
         """End the link; :meth:`run` returns soon after."""
         if self.up:
             self.up = False
             self._closed.set()
             self.left_pool.set()
+            self._drained.set()
 
     async def run(self, handler: LinkHandler) -> None:
         """Read, write and heartbeat until the link ends; then report it lost."""
@@ -197,6 +209,8 @@ class Link:
                     await self.out.drain()
                 finally:
                     self._writing = False
+                    self._drained.set()
+                    self._drained = trio.Event()
                 if self.out.closed:
                     log.warning("link %d (worker pid %d): the app server hung up",
                                 self.id, self.worker_pid)
