@@ -1,5 +1,6 @@
 """The app server: a supervisor, worker processes, and the %CSP.WebSocket base class."""
 
+from appserver.csp import HandshakeRequest, WebSocket
 from appserver.errors import (
     ClientClosed,
     HandshakeRejected,
@@ -10,7 +11,6 @@ from appserver.errors import (
     SocketGone,
     WebSocketError,
 )
-from appserver.websocket import HandshakeRequest, WebSocket
 
 __all__ = [
     "ClientClosed",

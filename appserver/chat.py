@@ -34,6 +34,7 @@ import logging
 import time
 from typing import Any
 
+from appserver.csp import DEFAULT_READ_TIMEOUT_S, WebSocket
 from appserver.errors import (
     ClientClosed,
     HandshakeRejected,
@@ -41,7 +42,6 @@ from appserver.errors import (
     ReadTimeout,
     WebSocketError,
 )
-from appserver.websocket import DEFAULT_READ_TIMEOUT_S, WebSocket
 from store.sqlite import ChatMessage, ChatStore
 
 __all__ = ["ChatServer"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from appserver.websocket import WebSocket
+from appserver.csp import WebSocket
 
 __all__ = ["BUILTIN_APPS", "ClassLoadError", "load_classes"]
 

@@ -7,16 +7,17 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
 
 from appserver.config import AppServerConfig
-from gateway.config import SecretError, load_secret, parse_hostport
-from gateway.logsetup import configure_logging
+from gateway.link.process import (
+    SecretError,
+    configure_logging,
+    load_secret,
+    parse_hostport,
+    watch_parent,
+)
 
-if TYPE_CHECKING:
-    import trio
-
-__all__ = ["add_arguments", "run_appserver", "watch_parent"]
+__all__ = ["add_arguments", "run_appserver"]
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +81,6 @@ def build_config(args: argparse.Namespace) -> AppServerConfig:
         appserver_id=args.appserver_id,
         log_level=args.log_level,
     )
-
-
-async def watch_parent(cancel_scope: trio.CancelScope) -> None:
-    """Cancel ``cancel_scope`` when the parent process goes away."""
-    import trio
-
-    parent = os.getppid()
-    # Polling is the portable way to notice a parent's death without its cooperation.
-    while os.getppid() == parent:  # noqa: ASYNC110
-        await trio.sleep(0.5)
-    log.warning("parent process %d is gone; stopping", parent)
-    cancel_scope.cancel()
 
 
 async def _serve(config: AppServerConfig, class_names: tuple[str, ...],

@@ -6,8 +6,8 @@ round-trip scenario and as the smallest example of a server class.
 
 from __future__ import annotations
 
+from appserver.csp import WebSocket
 from appserver.errors import ReadTimeout
-from appserver.websocket import WebSocket
 
 __all__ = ["EchoServer"]
 

@@ -12,6 +12,7 @@ runs ``OnPreServer`` and answers the gateway with the mode it chose. Then:
 
 ``OnPostServer`` runs exactly once, after the socket has ended: when the client closes,
 when ``Server()`` crashes (1011), or inside ``EndServer`` (on the worker that called it).
+The port's phases (:mod:`appserver.port`) enforce it.
 
 A private socket needs a worker that serves nothing else. The gateway sends handshakes
 to an empty worker when it has one, so the handshake worker normally keeps the socket.
@@ -25,22 +26,35 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 import trio
 
+from appserver.csp import HandshakeRequest, WebSocket, run_post_server
 from appserver.errors import ClientClosed, HandshakeRejected, WebSocketError
 from appserver.port import SocketPort
-from appserver.runtime import SHUTDOWN_GRACE_S, WorkerRuntime
-from appserver.websocket import HandshakeRequest, WebSocket
-from gateway.frames import Accept, Adopt, Close, Handoff, Open, Reject
-from gateway.links import Link
+from gateway.link.driver import Link
+from gateway.link.events import Accept, Adopt, Close, Handoff, Open, Reject
 
-__all__ = ["adopt_socket", "after_server", "finish_all", "run_server", "serve_socket"]
+if TYPE_CHECKING:
+    from appserver.runtime import WorkerRuntime
+
+__all__ = [
+    "SHUTDOWN_GRACE_S",
+    "adopt_socket",
+    "after_server",
+    "finish_all",
+    "run_server",
+    "serve_socket",
+]
 
 log = logging.getLogger(__name__)
 
+#: How long OnPostServer may run while the worker shuts down.
+SHUTDOWN_GRACE_S = 2.0
 
-def _new_instance(runtime: WorkerRuntime, link: Link, event: Open) -> SocketPort | None:
+
+def _new_port(runtime: WorkerRuntime, link: Link, event: Open) -> SocketPort | None:
     cls = runtime.classes.get(event.class_name)
     if cls is None:
         link.send(Reject(event.wsid, 404, f"no server class {event.class_name}"))
@@ -58,21 +72,26 @@ def _new_instance(runtime: WorkerRuntime, link: Link, event: Open) -> SocketPort
     return port
 
 
+def _drop(runtime: WorkerRuntime, port: SocketPort) -> None:
+    port.dropped()
+    runtime.forget_port(port)
+
+
 async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
     """Take one handshake: OnPreServer, answer the gateway, start or run Server()."""
-    port = _new_instance(runtime, link, event)
+    port = _new_port(runtime, link, event)
     if port is None:
         return
     instance = port.instance
     try:
         await instance.OnPreServer()
     except HandshakeRejected as exc:
-        runtime.forget_port(port)
+        _drop(runtime, port)
         link.send(Reject(event.wsid, exc.status, exc.body))
         return
     except Exception:
         log.exception("wsid=%s %s.OnPreServer() failed", event.wsid, type(instance).__name__)
-        runtime.forget_port(port)
+        _drop(runtime, port)
         link.send(Reject(event.wsid, 500, f"{type(instance).__name__}.OnPreServer failed; "
                                           "the app server's log has the details"))
         return
@@ -82,17 +101,18 @@ async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
         log.info("wsid=%s: the gateway allows no shared sockets; running private",
                  event.wsid)
         instance.force_private()
-    port.shared = bool(instance.SharedConnection)
     if port.closed:  # the gateway gave up on the handshake meanwhile
-        runtime.forget_port(port)
+        _drop(runtime, port)
         return
-    if not port.shared and len(runtime.ports) > 1:
+    shared = bool(instance.SharedConnection)
+    if not shared and len(runtime.ports) > 1:
         _hand_off(runtime, link, port)
         return
-    link.send(Accept(event.wsid, port.shared, bool(instance.BinaryData)))
-    log.debug("wsid=%s accepted (%s) by %s", event.wsid,
-              "shared" if port.shared else "private", type(instance).__name__)
-    if port.shared:
+    port.accepted(shared)
+    link.send(Accept(event.wsid, shared, bool(instance.BinaryData)))
+    log.debug("wsid=%s accepted (%s) by %s", event.wsid, "shared" if shared else "private",
+              type(instance).__name__)
+    if shared:
         # IRIS runs a shared socket's Server() detached from the handshake's %request;
         # dropping it here also keeps an idle socket's memory small.
         instance.request = None
@@ -103,7 +123,7 @@ async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
 
 def _hand_off(runtime: WorkerRuntime, link: Link, port: SocketPort) -> None:
     """A private socket on a worker that serves others: move it with its attributes."""
-    runtime.forget_port(port)
+    _drop(runtime, port)
     try:
         # JSON, not pickle: link frames are authenticated but not signed, and decoding
         # them must never run code.
@@ -121,7 +141,7 @@ def _hand_off(runtime: WorkerRuntime, link: Link, port: SocketPort) -> None:
 
 async def adopt_socket(runtime: WorkerRuntime, link: Link, event: Adopt) -> None:
     """Take over a handed-off private socket: restore it and run Server() here."""
-    port = _new_instance(runtime, link, event.open)
+    port = _new_port(runtime, link, event.open)
     if port is None:
         return
     instance: WebSocket = port.instance
@@ -129,11 +149,11 @@ async def adopt_socket(runtime: WorkerRuntime, link: Link, event: Adopt) -> None
         instance.restore_state(json.loads(event.state))
     except Exception:
         log.exception("wsid=%s: cannot restore a handed-off socket", event.open.wsid)
-        runtime.forget_port(port)
+        _drop(runtime, port)
         link.send(Reject(event.open.wsid, 500, "the private socket could not be restored"))
         return
     instance.fix_mode()
-    port.shared = False
+    port.accepted(False)
     link.send(Accept(event.open.wsid, False, bool(instance.BinaryData)))
     await run_server(runtime, port)
 
@@ -147,9 +167,12 @@ async def run_server(runtime: WorkerRuntime, port: SocketPort) -> None:
     except ClientClosed:
         pass
     except trio.Cancelled:
-        port.server_done = True
+        # The worker is stopping: the socket ends here (1001), OnPostServer runs.
+        port.mark_closed(1001)
+        port.server_returned()
         with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_GRACE_S):
-            await _finish(runtime, port)
+            await port.finish(run_post_server)
+        runtime.forget_port(port)
         raise
     except Exception as exc:
         if isinstance(exc, WebSocketError) and port.closed:
@@ -157,12 +180,12 @@ async def run_server(runtime: WorkerRuntime, port: SocketPort) -> None:
         else:
             log.exception("wsid=%s Server() failed", port.wsid)
             code, reason = 1011, "server error"
-    port.server_done = True
-    if (port.shared is False or code == 1011) and not port.closed:
+    if (not port.shared or code == 1011) and not port.closed:
         # Private: Server()'s return closes the socket. Either mode: a crash does.
         port.link.send(Close(port.wsid, code, reason))
         runtime.registry.mark_closed(port.wsid)
         port.mark_closed(code)
+    port.server_returned()
     after_server(runtime, port)
 
 
@@ -172,52 +195,24 @@ async def finish_all(runtime: WorkerRuntime) -> None:
     Sockets whose Server() is still running finish in its cancellation handler.
     """
     for port in list(runtime.ports.values()):
-        if port.server_done and not port.dispatching:
+        if not port.serving:
             port.mark_closed(1001)
-            await _finish(runtime, port)
+            await port.finish(run_post_server)
+            runtime.forget_port(port)
 
 
 def after_server(runtime: WorkerRuntime, port: SocketPort) -> None:
     """Server() has returned and something happened: pump it to OnClientMessage/finish.
 
     Called when Server() returns, and for each message or close that arrives after.
-    One pump task per socket at a time keeps OnClientMessage calls in order, the
-    close notification last.
     """
-    if port.dispatching:
-        return  # the running pump sees the new message or the close
-    has_handler = hasattr(port.instance, "OnClientMessage")
-    if not port.closed and not (port.inbox and has_handler):
-        return  # an open socket with nothing to hand over: it waits for OpenServer
-    port.dispatching = True
-    runtime.nursery.start_soon(_pump, runtime, port)
+    if port.done:
+        runtime.forget_port(port)
+    elif port.wants_pump():
+        runtime.nursery.start_soon(_pump, runtime, port)
 
 
 async def _pump(runtime: WorkerRuntime, port: SocketPort) -> None:
-    handler = getattr(port.instance, "OnClientMessage", None)
-    try:
-        while handler is not None and port.inbox:
-            item = port.inbox.pop(0)
-            port.inbox_bytes -= len(item)
-            try:
-                await handler(item, 0)
-            except Exception:
-                log.exception("wsid=%s OnClientMessage() failed", port.wsid)
-        if port.closed:
-            if handler is not None and port.shared and not port.ended:
-                try:
-                    await handler("", 1)
-                except Exception:
-                    log.exception("wsid=%s OnClientMessage() failed", port.wsid)
-            await _finish(runtime, port)
-    finally:
-        port.dispatching = False
-
-
-async def _finish(runtime: WorkerRuntime, port: SocketPort) -> None:
-    try:
-        if not (port.post_server_done or port.ended):
-            port.post_server_done = True
-            await runtime.run_post_server(port.instance)
-    finally:
+    await port.pump(run_post_server)
+    if port.done:
         runtime.forget_port(port)

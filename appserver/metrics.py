@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import h11
 
-from gateway.plainhttp import Response, serve_http
+from gateway.link.httpserver import Response, serve_http
 
 if TYPE_CHECKING:
     from appserver.supervisor import Supervisor

@@ -1,16 +1,26 @@
-"""A socket's worker-side end: the queue ``Read`` takes from, and the flags of its life.
+"""A socket's worker-side end: the queue ``Read`` takes from, and the phases of its life.
 
 IRIS queues a shared socket's incoming frames in ``^CacheTemp.cspWebSockets("DATA",
 wsid, n)`` and wakes the process waiting in ``Read``. Here the frames arrive over the
-socket's home link into :attr:`SocketPort.inbox`, and a waiting ``Read`` is woken by an
-event. Every instance bound to the socket on this worker (the one running ``Server()``
-and any made by ``OpenServer``) shares the port, so a piece that ``Read`` leaves over is
+socket's home link into the port's inbox, and a waiting ``Read`` is woken by an event.
+Every instance bound to the socket on this worker (the one running ``Server()`` and any
+made by ``OpenServer``) shares the port, so a piece that ``Read`` leaves over is
 continued by the next ``Read``, whoever calls it.
+
+A port has one :class:`PortPhase`, moved only by :meth:`SocketPort._move` through
+:data:`TRANSITIONS`. The table is where "OnPostServer runs exactly once" is enforced:
+the only way into ``POST_SERVER`` is the socket closing after ``Server()`` returned (or
+``Server()`` returning after it closed), and :meth:`SocketPort.finish` leaves it at once
+for ``DONE``. ``EndServer`` moves the port to ``*_ENDED``/``DONE`` instead, because its
+caller runs OnPostServer itself (IRIS); across workers the gateway decides which
+``EndServer`` was first, and tells the home worker with ``Close(ended=True)``.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -18,10 +28,10 @@ import trio
 from appserver.errors import ClientClosed, ReadTimeout
 
 if TYPE_CHECKING:
-    from appserver.websocket import WebSocket
-    from gateway.links import Link
+    from appserver.csp import WebSocket
+    from gateway.link.driver import Link
 
-__all__ = ["MAX_INBOX_BYTES", "SocketPort"]
+__all__ = ["MAX_INBOX_BYTES", "TRANSITIONS", "PortPhase", "PortStep", "SocketPort"]
 
 log = logging.getLogger(__name__)
 
@@ -29,34 +39,138 @@ log = logging.getLogger(__name__)
 MAX_INBOX_BYTES = 16 * 1024 * 1024
 
 
+class PortPhase(enum.Enum):
+    """Where a socket's server object is in its life on this worker."""
+
+    PREPARING = "preparing"  # OnPreServer runs; the mode is not chosen yet
+    SERVING = "serving"  # Server() runs; the socket is open
+    SERVING_CLOSED = "serving-closed"  # Server() runs; the socket closed (Read: 7951)
+    SERVING_ENDED = "serving-ended"  # Server() runs; EndServer's caller ran OnPostServer
+    WAITING = "waiting"  # Server() returned; the (shared) socket stays open
+    POST_SERVER = "post-server"  # closed and Server() done: OnPostServer is due, once
+    DONE = "done"  # nothing is left to run; the port is forgotten
+
+
+class PortStep(enum.Enum):
+    """What moves a port."""
+
+    ACCEPTED = "accepted"  # OnPreServer accepted; Server() starts
+    DROPPED = "dropped"  # refused or moved to another worker: it never served here
+    CLOSED = "closed"  # the browser socket closed (client, crash, gateway)
+    ENDED = "ended"  # EndServer ran: its caller runs OnPostServer
+    RETURNED = "returned"  # Server() returned (or raised, or was cancelled)
+    FINISHED = "finished"  # OnPostServer ran
+
+
+#: Every move a port makes; a (phase, step) pair not listed is ignored (a late
+#: notification) or, for the steps the port itself takes, a bug.
+TRANSITIONS: dict[tuple[PortPhase, PortStep], PortPhase] = {
+    (PortPhase.PREPARING, PortStep.ACCEPTED): PortPhase.SERVING,
+    (PortPhase.PREPARING, PortStep.DROPPED): PortPhase.DONE,
+    (PortPhase.PREPARING, PortStep.CLOSED): PortPhase.DONE,  # the gateway gave up
+    (PortPhase.PREPARING, PortStep.ENDED): PortPhase.DONE,
+    (PortPhase.SERVING, PortStep.CLOSED): PortPhase.SERVING_CLOSED,
+    (PortPhase.SERVING, PortStep.ENDED): PortPhase.SERVING_ENDED,
+    (PortPhase.SERVING, PortStep.RETURNED): PortPhase.WAITING,
+    (PortPhase.SERVING_CLOSED, PortStep.RETURNED): PortPhase.POST_SERVER,
+    (PortPhase.SERVING_ENDED, PortStep.RETURNED): PortPhase.DONE,
+    (PortPhase.WAITING, PortStep.CLOSED): PortPhase.POST_SERVER,
+    (PortPhase.WAITING, PortStep.ENDED): PortPhase.DONE,
+    (PortPhase.POST_SERVER, PortStep.FINISHED): PortPhase.DONE,
+}
+#: Phases in which the browser socket is open.
+_OPEN = frozenset({PortPhase.PREPARING, PortPhase.SERVING, PortPhase.WAITING})
+
+PostServer = Callable[["WebSocket"], Awaitable[None]]
+
+
 class SocketPort:
     """The worker-side state of one socket whose home link ends on this worker."""
 
     __slots__ = (
-        "_waiter", "close_code", "closed", "dispatching", "ended", "inbox", "inbox_bytes",
-        "instance", "link", "post_server_done", "server_done", "shared", "wsid",
+        "_pumping", "_waiter", "close_code", "inbox", "inbox_bytes", "instance", "link",
+        "phase", "shared", "wsid",
     )
 
     def __init__(self, wsid: str, link: Link, instance: WebSocket) -> None:
         self.wsid = wsid
         self.link = link
         self.instance = instance
-        #: True shared, False private, None while OnPreServer is still choosing.
-        self.shared: bool | None = None
-        #: True while a task hands queued messages to OnClientMessage.
-        self.dispatching = False
+        self.phase = PortPhase.PREPARING
+        #: The mode OnPreServer chose (meaningful once the port is past PREPARING).
+        self.shared = True
         # A list, not a deque: an empty deque costs 600 bytes per idle socket, and a
         # socket rarely has more than one message waiting.
         self.inbox: list[str | bytes] = []
         self.inbox_bytes = 0
-        #: The browser socket is gone (closed by the client, by EndServer or by a crash).
-        self.closed = False
         self.close_code = 1006
-        #: EndServer ran (here or on another worker): OnPostServer is not this port's job.
-        self.ended = False
-        self.server_done = False
-        self.post_server_done = False
         self._waiter: trio.Event | None = None
+        #: True while a task hands queued messages to OnClientMessage (a task guard).
+        self._pumping = False
+
+    def _move(self, step: PortStep, *, strict: bool = True) -> bool:
+        """Make one move of :data:`TRANSITIONS`; False if the table has none."""
+        following = TRANSITIONS.get((self.phase, step))
+        if following is None:
+            if strict:
+                raise RuntimeError(f"wsid={self.wsid}: no move {step.value} from "
+                                   f"{self.phase.value}")
+            return False
+        self.phase = following
+        return True
+
+    # --- what the phases say ------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """The browser socket is gone (closed by the client, by EndServer or a crash)."""
+        return self.phase not in _OPEN
+
+    @property
+    def private(self) -> bool:
+        """OnPreServer chose private mode (so OpenServer must refuse the socket)."""
+        return self.phase is not PortPhase.PREPARING and not self.shared
+
+    @property
+    def serving(self) -> bool:
+        """Server() is running (or has not returned yet)."""
+        return self.phase in (PortPhase.SERVING, PortPhase.SERVING_CLOSED,
+                              PortPhase.SERVING_ENDED)
+
+    @property
+    def done(self) -> bool:
+        """Nothing is left to run for this socket here."""
+        return self.phase is PortPhase.DONE
+
+    # --- the moves ------------------------------------------------------------------------
+
+    def accepted(self, shared: bool) -> None:
+        """OnPreServer accepted the socket in this mode; Server() starts."""
+        self.shared = shared
+        self._move(PortStep.ACCEPTED)
+
+    def dropped(self) -> None:
+        """The socket will not be served here (refused, moved on, or never opened)."""
+        self._move(PortStep.DROPPED, strict=False)
+
+    def mark_closed(self, code: int, *, ended: bool = False) -> None:
+        """The browser socket closed (``ended``: by EndServer, whose caller runs
+        OnPostServer); pending reads end with 7951 once the inbox is empty."""
+        if self._move(PortStep.ENDED if ended else PortStep.CLOSED, strict=False):
+            self.close_code = code
+        self._wake()
+
+    def server_returned(self) -> None:
+        """Server() is over (returned, raised or cancelled)."""
+        self._move(PortStep.RETURNED)
+
+    async def finish(self, post_server: PostServer) -> None:
+        """Run OnPostServer if it is due: the one place that runs it for a port."""
+        if self.phase is PortPhase.POST_SERVER:
+            self._move(PortStep.FINISHED)  # before the await: nobody else can enter
+            await post_server(self.instance)
+
+    # --- the inbox ------------------------------------------------------------------------
 
     def deliver(self, item: str | bytes) -> bool:
         """Queue one message from the browser; False if the socket has too much unread."""
@@ -70,12 +184,11 @@ class SocketPort:
         self._wake()
         return True
 
-    def mark_closed(self, code: int, *, ended: bool = False) -> None:
-        """The browser socket closed: pending reads end with 7951 once the queue is empty."""
-        self.closed = True
-        self.close_code = code
-        self.ended = self.ended or ended
-        self._wake()
+    def pop(self) -> str | bytes:
+        """Take the oldest queued message (there must be one)."""
+        item = self.inbox.pop(0)
+        self.inbox_bytes -= len(item)
+        return item
 
     def push_back(self, rest: str | bytes) -> None:
         """Put the unread rest of a message back at the head of the queue."""
@@ -98,10 +211,42 @@ class SocketPort:
         else:
             await trio.lowlevel.checkpoint()
         if self.inbox:
-            item = self.inbox.pop(0)
-            self.inbox_bytes -= len(item)
-            return item
+            return self.pop()
         if self.closed:
             raise ClientClosed(f"socket {self.wsid} closed by the client",
                                wsid=self.wsid, close_code=self.close_code)
         raise ReadTimeout(f"no data from {self.wsid} within {timeout_s:g} s", wsid=self.wsid)
+
+    # --- after Server() returned: OnClientMessage, then OnPostServer ----------------------
+
+    def wants_pump(self) -> bool:
+        """Whether something is waiting for the pump: a message for OnClientMessage, or
+        a close to finish (and the pump is not running already)."""
+        if self._pumping or self.serving:
+            return False
+        if self.phase is PortPhase.POST_SERVER:
+            return True
+        has_handler = hasattr(self.instance, "OnClientMessage")
+        return self.phase is PortPhase.WAITING and bool(self.inbox) and has_handler
+
+    async def pump(self, post_server: PostServer) -> None:
+        """Hand queued messages to OnClientMessage in order, then the close (close = 1),
+        then OnPostServer: one pump at a time keeps them in order."""
+        self._pumping = True
+        handler = getattr(self.instance, "OnClientMessage", None)
+        try:
+            while handler is not None and self.inbox:
+                item = self.pop()
+                try:
+                    await handler(item, 0)
+                except Exception:
+                    log.exception("wsid=%s OnClientMessage() failed", self.wsid)
+            if self.phase is PortPhase.POST_SERVER:
+                if handler is not None and self.shared:
+                    try:
+                        await handler("", 1)
+                    except Exception:
+                        log.exception("wsid=%s OnClientMessage() failed", self.wsid)
+                await self.finish(post_server)
+        finally:
+            self._pumping = False

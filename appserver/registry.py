@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 
-from gateway.frames import SocketStatus
+from gateway.link.events import SocketStatus
 
 __all__ = ["Lookup", "SocketRegistry", "parse_wsid"]
 

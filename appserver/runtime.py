@@ -1,11 +1,10 @@
 """What a worker process knows and does: its links, its sockets, the Registry, the store.
 
-One :class:`WorkerRuntime` exists per worker process (IRIS: the process's context), and
-``WebSocket`` instances find it through :func:`current_runtime`, so that
-``Chat.Server()`` followed by ``OpenServer(id)`` works anywhere in a worker, as
-``%New()`` + ``OpenServer`` does in IRIS. The runtime is also the
-:class:`~gateway.links.LinkHandler` of the worker's links: it dispatches what the
-gateway sends.
+One :class:`WorkerRuntime` exists per worker (IRIS: the process's context), and
+``WebSocket`` instances find it through :func:`appserver.context.current_runtime`. The
+runtime is also the :class:`~gateway.link.driver.LinkHandler` of the worker's links: it
+dispatches what the gateway sends, and it is the one place that writes to links on
+behalf of server classes.
 """
 
 from __future__ import annotations
@@ -17,11 +16,15 @@ from collections.abc import Mapping
 
 import trio
 
+from appserver.csp import WebSocket
 from appserver.errors import SocketGone, WebSocketError
+from appserver.lifecycle import adopt_socket, after_server, serve_socket
 from appserver.port import SocketPort
 from appserver.registry import Lookup, SocketRegistry, parse_wsid
-from appserver.websocket import WebSocket
-from gateway.frames import (
+from gateway.link.codec import encode
+from gateway.link.driver import Link
+from gateway.link.errors import FrameTooBig
+from gateway.link.events import (
     Adopt,
     Close,
     Data,
@@ -35,51 +38,37 @@ from gateway.frames import (
     WriteGroup,
     WriteMany,
 )
-from gateway.links import Link
-from gateway.protocol import MAX_PAYLOAD_BYTES
 from store.aio import AsyncStore
 
-__all__ = ["WorkerRuntime", "check_payload", "current_runtime", "install_runtime"]
+__all__ = ["LINK_HIGH_WATER_BYTES", "WorkerRuntime"]
 
 log = logging.getLogger(__name__)
 
 #: Bytes queued towards the gateway above which ``Write`` waits for the link to drain.
 LINK_HIGH_WATER_BYTES = 4 * 1024 * 1024
-#: How long OnPostServer may run while the worker shuts down.
-SHUTDOWN_GRACE_S = 2.0
-
-_current: WorkerRuntime | None = None
 
 
-def check_payload(payload: bytes) -> None:
-    """Refuse a message the link cannot carry, before it is sent."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise WebSocketError(f"a message of {len(payload)} bytes is over the "
-                             f"{MAX_PAYLOAD_BYTES} a link frame carries")
+class _PendingEnd:
+    """An ``End`` sent to a gateway, waiting for its ``Ended``."""
 
+    __slots__ = ("done", "first", "link")
 
-def current_runtime() -> WorkerRuntime:
-    """The runtime of this worker process."""
-    if _current is None:
-        raise RuntimeError("no wsgate worker runtime: WebSocket server classes run inside "
-                           "an app-server worker (wsgate appserver)")
-    return _current
-
-
-def install_runtime(runtime: WorkerRuntime | None) -> None:
-    """Make ``runtime`` this process's runtime (None removes it; tests use this)."""
-    global _current
-    _current = runtime
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.done = trio.Event()
+        self.first = False
 
 
 class WorkerRuntime:
-    """One worker process's state; see the module docstring."""
+    """One worker's state; see the module docstring."""
 
     def __init__(
         self, *, appserver_id: str, classes: Mapping[str, type[WebSocket]], store: AsyncStore,
-        settings: Mapping[str, str] | None = None,
+        settings: Mapping[str, str] | None = None, pid: int | None = None,
     ) -> None:
-        self.pid = os.getpid()
+        #: The worker's process id (tests that run several workers in one process give
+        #: each its own number).
+        self.pid = os.getpid() if pid is None else pid
         self.appserver_id = appserver_id
         self.classes = dict(classes)
         self.store = store
@@ -87,7 +76,7 @@ class WorkerRuntime:
         self.registry = SocketRegistry()
         self.links: dict[int, Link] = {}
         self.ports: dict[str, SocketPort] = {}
-        self._ends: dict[int, tuple[Link, trio.Event, list[bool]]] = {}
+        self._ends: dict[int, _PendingEnd] = {}
         self._request_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._port_gone = trio.Event()
@@ -116,14 +105,19 @@ class WorkerRuntime:
         raise SocketGone(f"socket {wsid}: this worker has no link to its gateway {gateway!r}",
                          wsid=wsid)
 
+    def _check_open(self, wsid: str, port: SocketPort | None, what: str) -> None:
+        if (port is not None and port.closed) or self.registry.lookup(wsid) is Lookup.CLOSED:
+            raise SocketGone(f"socket {wsid} is closed: {what}", wsid=wsid)
+
     async def write(self, wsid: str, binary: bool, payload: bytes,
                     port: SocketPort | None) -> None:
         """Send a message to a browser socket, from whichever instance asks."""
-        if (port is not None and port.closed) or self.registry.lookup(wsid) is Lookup.CLOSED:
-            raise SocketGone(f"socket {wsid} is closed: the write was not sent", wsid=wsid)
-        check_payload(payload)
+        self._check_open(wsid, port, "the write was not sent")
         link = self.link_for(wsid, port)
-        link.send(Write(wsid, binary, payload))
+        try:
+            link.send(Write(wsid, binary, payload))
+        except FrameTooBig as exc:
+            raise WebSocketError(exc.reason, wsid=wsid) from None
         if link.out.pending > LINK_HIGH_WATER_BYTES:
             await link.wait_below(LINK_HIGH_WATER_BYTES)  # a slow gateway slows writers
         else:
@@ -139,14 +133,16 @@ class WorkerRuntime:
 
     async def write_group(self, name: str, binary: bool, payload: bytes) -> None:
         """One frame per gateway: each fans the message out to the group's sockets."""
-        check_payload(payload)
+        try:
+            frame = encode(WriteGroup(name, binary, payload))
+        except FrameTooBig as exc:
+            raise WebSocketError(exc.reason) from None
         for link in self.gateway_links():
-            link.send(WriteGroup(name, binary, payload))
+            link.send_frame(frame)
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def write_many(self, wsids: list[str], binary: bool, payload: bytes) -> None:
         """One frame per gateway listing that gateway's sockets."""
-        check_payload(payload)
         by_gateway: dict[str, list[str]] = {}
         for wsid in wsids:
             parsed = parse_wsid(wsid)
@@ -155,35 +151,42 @@ class WorkerRuntime:
         for link in self.gateway_links():
             ids = by_gateway.get(link.gateway_id)
             if ids:
-                link.send(WriteMany(tuple(ids), binary, payload))
+                try:
+                    link.send(WriteMany(tuple(ids), binary, payload))
+                except FrameTooBig as exc:
+                    raise WebSocketError(exc.reason) from None
         await trio.lowlevel.checkpoint_if_cancelled()
 
     def group(self, wsid: str, port: SocketPort | None, name: str, *, join: bool) -> None:
         """Ask the socket's gateway to add it to (or remove it from) a group."""
-        self.link_for(wsid, port).send(Group(wsid, name, join))
+        try:
+            self.link_for(wsid, port).send(Group(wsid, name, join))
+        except FrameTooBig as exc:
+            raise WebSocketError(exc.reason, wsid=wsid) from None
 
     async def end(self, wsid: str, port: SocketPort | None) -> bool:
-        """Ask the gateway to close ``wsid``; True if this call closed it (EndServer)."""
-        if (port is not None and port.closed) or self.registry.lookup(wsid) is Lookup.CLOSED:
-            raise SocketGone(f"socket {wsid} is closed: EndServer has nothing to end",
-                             wsid=wsid)
+        """Ask the gateway to close ``wsid``; True if this call closed it (EndServer).
+
+        The gateway answers True to exactly one ``EndServer`` of a socket, whichever
+        worker sent it: that caller runs OnPostServer.
+        """
+        self._check_open(wsid, port, "EndServer has nothing to end")
         link = self.link_for(wsid, port)
         request_id = next(self._request_ids)
-        done = trio.Event()
-        answer = [False]
-        self._ends[request_id] = (link, done, answer)
+        pending = _PendingEnd(link)
+        self._ends[request_id] = pending
         link.send(End(request_id, wsid))
         try:
-            await done.wait()
+            await pending.done.wait()
         finally:
             self._ends.pop(request_id, None)
         self.registry.mark_closed(wsid)
         if port is not None:
-            port.mark_closed(1000, ended=True)
-        return answer[0]
+            port.mark_closed(1000, ended=pending.first)
+        return pending.first
 
     def forget_port(self, port: SocketPort) -> None:
-        """A socket's life on this worker is over (after OnPostServer)."""
+        """A socket's life on this worker is over."""
         if self.ports.get(port.wsid) is port:
             del self.ports[port.wsid]
         self._port_gone.set()
@@ -198,13 +201,6 @@ class WorkerRuntime:
         while any(port.link is link for port in self.ports.values()):
             await self._port_gone.wait()
 
-    async def run_post_server(self, instance: WebSocket) -> None:
-        """Run OnPostServer, logging (never raising) what it raises."""
-        try:
-            await instance.OnPostServer()
-        except Exception:
-            log.exception("wsid=%s OnPostServer() failed", instance.WebSocketID)
-
     # --- LinkHandler --------------------------------------------------------------------
 
     def link_up(self, link: Link) -> None:
@@ -218,20 +214,16 @@ class WorkerRuntime:
         elif isinstance(event, SocketState):
             self.registry.update(event.wsid, event.status, event.session)
         elif isinstance(event, Open):
-            from appserver.lifecycle import serve_socket
-
             self.nursery.start_soon(serve_socket, self, link, event)
         elif isinstance(event, Adopt):
-            from appserver.lifecycle import adopt_socket
-
             self.nursery.start_soon(adopt_socket, self, link, event)
         elif isinstance(event, Close):
             self._handle_close(event)
         elif isinstance(event, Ended):
             pending = self._ends.get(event.request_id)
             if pending is not None:
-                pending[2][0] = event.first
-                pending[1].set()
+                pending.first = event.first
+                pending.done.set()
         else:
             log.error("link %d: unexpected %s from the gateway", link.id, type(event).__name__)
 
@@ -244,8 +236,9 @@ class WorkerRuntime:
         for port in list(self.ports.values()):
             if port.link is link:
                 self._closed(port, 1006, ended=False)
-        for _, done, _answer in [v for v in self._ends.values() if v[0] is link]:
-            done.set()
+        for pending in self._ends.values():
+            if pending.link is link:
+                pending.done.set()
 
     def _handle_data(self, event: Data) -> None:
         port = self.ports.get(event.wsid)
@@ -261,9 +254,7 @@ class WorkerRuntime:
             port.link.send(Close(port.wsid, 1008, "too much unread data"))
             self._closed(port, 1008, ended=False)
             return
-        if port.server_done:
-            from appserver.lifecycle import after_server
-
+        if not port.serving:
             after_server(self, port)
 
     def _handle_close(self, event: Close) -> None:
@@ -273,8 +264,6 @@ class WorkerRuntime:
             self._closed(port, event.code, ended=event.ended)
 
     def _closed(self, port: SocketPort, code: int, *, ended: bool) -> None:
-        from appserver.lifecycle import after_server
-
         port.mark_closed(code, ended=ended)
-        if port.server_done:
+        if not port.serving:
             after_server(self, port)

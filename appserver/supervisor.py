@@ -21,29 +21,69 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import trio
 
 from appserver.config import AppServerConfig
-from gateway.codec import encode_frame
-from gateway.frames import Refused, Welcome
-from gateway.net import SendBuffer, listen_tcp, receive_some
-from gateway.protocol import LinkAuthError, LinkConnection, LinkProtocolError, Role
+from gateway.link.connection import LinkConnection
+from gateway.link.driver import HANDSHAKE_TIMEOUT_S, accept_link
+from gateway.link.errors import LinkAuthError, LinkProtocolError
+from gateway.link.events import Welcome
+from gateway.link.net import SendBuffer, listen_tcp
 
-__all__ = ["Supervisor", "WorkerProcess"]
+__all__ = ["ProcessHandle", "StartWorker", "Supervisor", "WorkerProcess", "start_worker_process"]
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT_S = 10.0
 WORKER_START_TIMEOUT_S = 60.0
 WORKER_STOP_GRACE_S = 5.0
 
 
-class WorkerProcess:
-    """A worker OS process as the supervisor sees it."""
+class ProcessHandle(Protocol):
+    """What the supervisor needs of a worker process (``trio.Process`` has it all)."""
 
-    def __init__(self, process: trio.Process, ctrl: socket.socket) -> None:
+    @property
+    def pid(self) -> int:
+        """The process id."""
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code, or None while it runs."""
+
+    async def wait(self) -> int:
+        """Wait for the exit; return its code."""
+
+    def send_signal(self, sig: int) -> None:
+        """Send a signal."""
+
+    def terminate(self) -> None:
+        """SIGTERM."""
+
+    def kill(self) -> None:
+        """SIGKILL."""
+
+
+#: Starts one worker, given its config (JSON) and its end of the control socket.
+StartWorker = Callable[[str, socket.socket], Awaitable[ProcessHandle]]
+
+
+async def start_worker_process(config: str, control: socket.socket) -> ProcessHandle:
+    """Start a worker as an OS process: ``python -m appserver.worker``."""
+    command = [sys.executable, "-m", "appserver.worker", "--control-fd",
+               str(control.fileno()), "--config", config]
+    # Workers never need the secret (the supervisor authenticates every link).
+    env = {k: v for k, v in os.environ.items() if k != "WSGATE_SECRET"}
+    process = await trio.lowlevel.open_process(command, pass_fds=(control.fileno(),),
+                                               env=env)
+    return process
+
+
+class WorkerProcess:
+    """A worker process as the supervisor sees it."""
+
+    def __init__(self, process: ProcessHandle, ctrl: socket.socket) -> None:
         self.process = process
         self.ctrl = ctrl
         self.pid = process.pid
@@ -64,9 +104,11 @@ class WorkerProcess:
 class Supervisor:
     """See the module docstring."""
 
-    def __init__(self, config: AppServerConfig, class_names: tuple[str, ...]) -> None:
+    def __init__(self, config: AppServerConfig, class_names: tuple[str, ...], *,
+                 start_worker: StartWorker = start_worker_process) -> None:
         self.config = config
         self.class_names = class_names
+        self._start_worker = start_worker
         self.workers: dict[int, WorkerProcess] = {}
         self.stopping = False
         self.restarts = 0
@@ -162,13 +204,8 @@ class Supervisor:
         registered = False
         try:
             parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            command = [sys.executable, "-m", "appserver.worker", "--control-fd",
-                       str(child.fileno()), "--config", self._worker_config()]
-            # Workers never need the secret (the supervisor authenticates every link).
-            env = {k: v for k, v in os.environ.items() if k != "WSGATE_SECRET"}
             try:
-                process = await trio.lowlevel.open_process(
-                    command, pass_fds=(child.fileno(),), env=env)
+                process = await self._start_worker(self._worker_config(), child)
             finally:
                 child.close()
             parent.setblocking(False)
@@ -298,22 +335,11 @@ class Supervisor:
     # --- links --------------------------------------------------------------------------
 
     async def _handshake(self, sock: socket.socket, peer: str) -> None:
-        conn = LinkConnection(Role.APPSERVER, secret=self.config.secret)
-        out = SendBuffer(sock, limit=1 << 20)
         try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT_S):
-                out.push(conn.initiate())
-                await out.drain()
-                while conn.next_event() is None:  # the verified Hello ends the loop
-                    data = await receive_some(sock)
-                    if not data:
-                        raise LinkProtocolError("closed during the handshake")
-                    conn.receive_data(data)
-            await self._hand_over(sock, conn, out, peer)
+            conn = await accept_link(sock, self.config.secret)
+            await self._hand_over(sock, conn, peer)
         except LinkAuthError as exc:
             log.warning("link from %s refused: %s", peer, exc.reason)
-            out.push(encode_frame(Refused("authentication failed")))
-            await out.drain()
         except LinkProtocolError as exc:
             log.warning("link from %s closed: %s", peer, exc.reason)
         except trio.TooSlowError:
@@ -322,18 +348,19 @@ class Supervisor:
         finally:
             sock.close()
 
-    async def _hand_over(self, sock: socket.socket, conn: LinkConnection, out: SendBuffer,
-                         peer: str) -> None:
+    async def _hand_over(self, sock: socket.socket, conn: LinkConnection, peer: str) -> None:
         link_id = next(self._link_ids)
         worker = await self._worker_for_link(link_id)
+        out = SendBuffer(sock, limit=1 << 20)
         if worker is None:
             busy = (f"busy: all {self.worker_count} workers serve links "
                     f"(--max-workers {self.config.max_workers})")
             log.info("link from gateway %s (%s) refused: %s", conn.gateway_id, peer, busy)
-            out.push(conn.send(Refused(busy, busy=True)))
+            out.push(conn.refuse(busy, busy=True))
             await out.drain()
             return
-        out.push(conn.send(Welcome(worker.pid, self.config.appserver_id, self.class_names)))
+        out.push(conn.send(Welcome(link_id, worker.pid, self.config.appserver_id,
+                                   self.class_names)))
         await out.drain()
         leftover = base64.b64encode(conn.take_buffered()).decode()
         try:

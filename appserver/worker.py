@@ -22,20 +22,22 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 
 from appserver.classes import load_classes
-from appserver.lifecycle import finish_all
-from appserver.runtime import SHUTDOWN_GRACE_S, WorkerRuntime, install_runtime
-from gateway.links import Link
-from gateway.logsetup import configure_logging
-from gateway.protocol import LinkConnection, Role
+from appserver.context import install_runtime
+from appserver.lifecycle import SHUTDOWN_GRACE_S, finish_all
+from appserver.runtime import WorkerRuntime
+from gateway.link.connection import LinkConnection, Role
+from gateway.link.driver import Link
+from gateway.link.process import configure_logging
 from store.aio import AsyncStore
 from store.sqlite import ChatStore
 
-__all__ = ["main"]
+__all__ = ["main", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +64,12 @@ def _adopt_link(runtime: WorkerRuntime, command: dict[str, Any], fd: int) -> Lin
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    conn = LinkConnection(Role.APPSERVER, authenticated=True)
-    conn.gateway_id = str(command["gateway"])
+    conn = LinkConnection.adopted(Role.APPSERVER, gateway_id=str(command["gateway"]),
+                                  link_id=int(command["link"]))
     leftover = base64.b64decode(command.get("leftover", ""))
     if leftover:
         conn.receive_data(leftover)
-    link = Link(int(command["link"]), sock, conn, worker_pid=os.getpid())
+    link = Link(sock, conn, worker_pid=runtime.pid)
     runtime.link_up(link)
     log.info("link %d from gateway %s adopted", link.id, link.gateway_id)
     return link
@@ -108,9 +110,11 @@ async def _report_stats(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
         await trio.sleep(STATS_INTERVAL_S)
 
 
-async def _serve(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
+async def _serve(runtime: WorkerRuntime, ctrl: socket.socket, *, signals: bool) -> None:
     ctrl.setblocking(False)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with contextlib.ExitStack() as stack:
+        received = (stack.enter_context(trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT))
+                    if signals else None)
         async with trio.open_nursery() as nursery:
             runtime.nursery = nursery
 
@@ -119,15 +123,35 @@ async def _serve(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
                     await finish_all(runtime)
                 nursery.cancel_scope.cancel()
 
-            async def stop_on_signal() -> None:
+            async def stop_on_signal(signals: AsyncIterator[int]) -> None:
                 async for _ in signals:
                     await stop()
 
-            nursery.start_soon(stop_on_signal)
+            if received is not None:
+                nursery.start_soon(stop_on_signal, received)
             nursery.start_soon(_report_stats, runtime, ctrl)
-            send_control(ctrl, {"event": "ready", "pid": os.getpid()})
+            send_control(ctrl, {"event": "ready", "pid": runtime.pid})
             await _control_loop(runtime, ctrl, nursery)
             await stop()
+
+
+async def run_worker(config: dict[str, Any], ctrl: socket.socket, *, pid: int | None = None,
+                     signals: bool = True) -> None:
+    """Serve as a worker until the supervisor says stop (or goes away).
+
+    ``config`` is what the supervisor sends; ``ctrl`` the worker's end of the control
+    socket. Tests run workers in-process with their own ``pid`` and no signal handling.
+    """
+    store = AsyncStore(ChatStore.open(config["db"], migrate=False))
+    runtime = WorkerRuntime(
+        appserver_id=config["appserver_id"], classes=load_classes(config.get("apps", [])),
+        store=store, settings=config.get("settings", {}), pid=pid,
+    )
+    install_runtime(runtime)
+    try:
+        await _serve(runtime, ctrl, signals=signals)
+    finally:
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,17 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = json.loads(args.config)
     configure_logging(config.get("log_level", "INFO"))
-    ctrl = socket.socket(fileno=args.control_fd)
-    store = AsyncStore(ChatStore.open(config["db"], migrate=False))
-    runtime = WorkerRuntime(
-        appserver_id=config["appserver_id"], classes=load_classes(config.get("apps", [])),
-        store=store, settings=config.get("settings", {}),
-    )
-    install_runtime(runtime)
-    try:
-        trio.run(_serve, runtime, ctrl)
-    finally:
-        store.close()
+    trio.run(run_worker, config, socket.socket(fileno=args.control_fd))
     return 0
 
 

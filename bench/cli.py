@@ -168,7 +168,7 @@ def _measure(settings: PlanSettings, loadgen_procs: int) -> tuple[list[Result], 
 def run(args: argparse.Namespace) -> int:
     """``wsgate bench``: 0 if every step measured, 1 if any failed, 2 on bad flags, 130
     when interrupted (after reporting the steps that finished)."""
-    from gateway.logsetup import configure_logging
+    from gateway.link.process import configure_logging
 
     configure_logging(getattr(args, "log_level", "WARNING"))
     try:

@@ -1,25 +1,9 @@
 """The Web Gateway: holds browser WebSockets and multiplexes them over links to workers.
 
-The names below are loaded on first use (PEP 562), so that importing the sans-I/O link
-protocol (``gateway.frames``, ``gateway.protocol``) does not import trio or sockets.
+:mod:`gateway.link` is the link protocol that the gateway and the app server both
+build on; :mod:`gateway.gateway` holds :class:`~gateway.gateway.Gateway`;
+:mod:`gateway.cli` is the ``wsgate`` command. Nothing is re-exported here, so that
+importing the sans-I/O link does not import trio.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from gateway.config import GatewayConfig
-    from gateway.server import Gateway, serve_gateway
-
-__all__ = ["Gateway", "GatewayConfig", "serve_gateway"]
-
-_HOMES = {"Gateway": "gateway.server", "serve_gateway": "gateway.server",
-          "GatewayConfig": "gateway.config"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'gateway' has no attribute {name!r}")
+__all__: list[str] = []

@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import resource
 import signal
 import sys
 from argparse import ArgumentParser as ArgParser
 from collections.abc import Callable
 
-from gateway.config import (
-    GatewayConfig,
+from gateway.config import GatewayConfig, new_gateway_id
+from gateway.link.codec import MAX_PAYLOAD_BYTES
+from gateway.link.process import (
     SecretError,
+    configure_logging,
     load_secret,
-    new_gateway_id,
     parse_hostport,
+    raise_file_limit,
+    watch_parent,
 )
-from gateway.logsetup import configure_logging
-from gateway.protocol import MAX_PAYLOAD_BYTES
 
 __all__ = ["main"]
 
@@ -88,8 +88,7 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
 async def _serve_gateway(config: GatewayConfig, exit_with_parent: bool) -> None:
     import trio
 
-    from appserver.cli import watch_parent
-    from gateway.server import Gateway
+    from gateway.gateway import Gateway
 
     gateway = Gateway(config)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -106,13 +105,6 @@ async def _serve_gateway(config: GatewayConfig, exit_with_parent: bool) -> None:
                 await gateway.close_all(1001, "the gateway is shutting down", CLOSE_GRACE_S)
                 nursery.cancel_scope.cancel()
                 break
-
-
-def raise_file_limit() -> None:
-    """Let this process hold as many sockets as the hard limit allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run_gateway(args: argparse.Namespace) -> int:
@@ -139,7 +131,7 @@ def _commands() -> list[tuple[str, str, Callable[[], Callable[[ArgParser], None]
     a process imports only what its own command needs (memory: see docs/benchmarks.md)."""
 
     def run_flags() -> Callable[[ArgParser], None]:
-        from gateway.launcher import add_arguments
+        from gateway.run import add_arguments
         return add_arguments
 
     def appserver_flags() -> Callable[[ArgParser], None]:
@@ -192,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.cli import run as run_bench
 
         return run_bench(args)
-    from gateway.launcher import run
+    from gateway.run import run
 
     return run(args)
 

@@ -3,47 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 
-__all__ = ["GatewayConfig", "SecretError", "load_secret", "new_gateway_id", "parse_hostport"]
+__all__ = ["GatewayConfig", "new_gateway_id"]
 
 _GATEWAY_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
-
-
-class SecretError(Exception):
-    """No usable link secret was given."""
-
-
-def parse_hostport(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """Parse ``HOST:PORT`` (or ``:PORT``, or ``[v6]:PORT``); raise ValueError if malformed."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    host = host.strip("[]") or default_host
-    return host, int(port)
-
-
-def load_secret(secret_file: str | None) -> bytes:
-    """The link secret: from ``secret_file`` when given, else ``$WSGATE_SECRET``."""
-    if secret_file:
-        try:
-            raw = Path(secret_file).read_bytes().strip()
-        except OSError as exc:
-            raise SecretError(f"cannot read the secret file {secret_file}: {exc}") from None
-        if not raw:
-            raise SecretError(f"the secret file {secret_file} is empty")
-        return raw
-    env = os.environ.get("WSGATE_SECRET", "").strip()
-    if not env:
-        raise SecretError(
-            "no link secret: pass --secret-file PATH or set WSGATE_SECRET "
-            "(wsgate run makes one for you)"
-        )
-    return env.encode()
 
 
 def new_gateway_id(name: str = "gw") -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 if TYPE_CHECKING:
-    from gateway.server import Gateway
+    from gateway.gateway import Gateway
 
 __all__ = ["render_metrics", "render_status_html", "status_snapshot"]
 

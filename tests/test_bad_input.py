@@ -13,8 +13,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from gateway.frames import Challenge, Hello, Refused
-from gateway.protocol import PROTOCOL_VERSION, LinkConnection, Role
+from gateway.link.connection import PROTOCOL_VERSION, LinkConnection, Role
+from gateway.link.events import Challenge, Hello, Refused
 from tests.conftest import StartRun
 from tests.support import WSGATE, ChatClient, Process, System, b64, open_ws, raw_upgrade
 

@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.codec import decode_body, encode_frame
-from gateway.frames import (
+from gateway.link.codec import PREAUTH_MAX_FRAME_BYTES, decode_body, encode_frame
+from gateway.link.connection import PROTOCOL_VERSION, LinkConnection, LinkState, Role
+from gateway.link.errors import LinkAuthError, LinkProtocolError, LinkUsageError
+from gateway.link.events import (
     Accept,
     Adopt,
     Challenge,
@@ -24,7 +26,6 @@ from gateway.frames import (
     Handoff,
     Heartbeat,
     Hello,
-    LinkProtocolError,
     Open,
     Refused,
     Reject,
@@ -34,15 +35,6 @@ from gateway.frames import (
     Write,
     WriteGroup,
     WriteMany,
-)
-from gateway.protocol import (
-    PREAUTH_MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
-    LinkAuthError,
-    LinkConnection,
-    LinkState,
-    LinkUsageError,
-    Role,
 )
 
 SECRET = b"s3cret-for-tests"
@@ -83,7 +75,7 @@ WORKER_TO_GATEWAY: list[Event] = [
 HANDSHAKE: list[Event] = [
     Challenge(PROTOCOL_VERSION, b"n" * 32),
     Hello(PROTOCOL_VERSION, "gw.a1", b"c" * 32, b"p" * 32),
-    Welcome(1234, "as", ("user/Chat.Server", "user/Echo.Server"), b"q" * 32),
+    Welcome(7, 1234, "as", ("user/Chat.Server", "user/Echo.Server"), b"q" * 32),
     Refused("busy: all 3 workers serve links", busy=True),
 ]
 
@@ -98,11 +90,12 @@ def open_pair() -> tuple[LinkConnection, LinkConnection]:
     hello = server.next_event()
     assert isinstance(hello, Hello)
     assert hello.gateway_id == "gw.a1"
-    gateway.receive_data(server.send(Welcome(99, "as", ("user/Chat.Server",))))
+    gateway.receive_data(server.send(Welcome(5, 99, "as", ("user/Chat.Server",))))
     welcome = gateway.next_event()
     assert isinstance(welcome, Welcome)
     assert welcome.worker_pid == 99
     assert gateway.state is server.state is LinkState.OPEN
+    assert gateway.link_id == server.link_id == 5
     return gateway, server
 
 
@@ -165,7 +158,13 @@ def test_wrong_secret_fails_both_ways() -> None:
         server.next_event()
     assert "wrong secret" in excinfo.value.reason
     assert SECRET.decode() not in excinfo.value.reason
+    assert server.state is LinkState.REFUSING
+    assert server.next_event() is None
+    gateway.receive_data(server.refuse("authentication failed"))
     assert server.state is LinkState.CLOSED
+    assert gateway.next_event() == Refused("authentication failed")
+    with pytest.raises(LinkUsageError):
+        server.refuse("twice")
 
     gateway = LinkConnection(Role.GATEWAY, secret=SECRET)
     impostor = LinkConnection(Role.APPSERVER, secret=b"wrong")
@@ -176,7 +175,7 @@ def test_wrong_secret_fails_both_ways() -> None:
     impostor.receive_data(hello)
     with pytest.raises(LinkAuthError):
         impostor.next_event()
-    forged = encode_frame(Welcome(1, "as", (), b"\0" * 32))
+    forged = encode_frame(Welcome(1, 1, "as", (), b"\0" * 32))
     gateway.receive_data(forged)
     with pytest.raises(LinkAuthError):
         gateway.next_event()
@@ -213,18 +212,19 @@ def test_traffic_before_authentication_is_refused() -> None:
 
 def test_open_link_limits_and_directions() -> None:
     """An open link refuses frames above its limit and frames from the wrong side."""
-    gateway = LinkConnection(Role.GATEWAY, authenticated=True, max_frame_bytes=1000)
+    gateway = LinkConnection.adopted(Role.GATEWAY, gateway_id="gw.a1", link_id=1,
+                                     max_frame_bytes=1000)
     gateway.receive_data(encode_frame(Write("gw.a1-1", False, b"x" * 1000)))
     with pytest.raises(LinkProtocolError, match="exceeds the limit of 1000"):
         gateway.next_event()
 
-    gateway = LinkConnection(Role.GATEWAY, authenticated=True)
+    gateway = LinkConnection.adopted(Role.GATEWAY, gateway_id="gw.a1", link_id=1)
     gateway.receive_data(encode_frame(Open("w-1", "user/X", "/", "", (), "")))
     with pytest.raises(LinkProtocolError, match="unexpected OPEN"):
         gateway.next_event()
     assert gateway.next_event() is None  # closed: nothing more comes out
 
-    worker = LinkConnection(Role.APPSERVER, authenticated=True)
+    worker = LinkConnection.adopted(Role.APPSERVER, gateway_id="gw.a1", link_id=1)
     with pytest.raises(LinkUsageError):
         worker.send(Open("w-1", "user/X", "/", "", (), ""))
 
@@ -244,7 +244,7 @@ def test_open_link_limits_and_directions() -> None:
 )
 def test_malformed_frames_give_the_documented_error(frame: bytes, reason: str) -> None:
     """Each kind of malformed frame raises LinkProtocolError with a readable reason."""
-    worker = LinkConnection(Role.APPSERVER, authenticated=True)
+    worker = LinkConnection.adopted(Role.APPSERVER, gateway_id="gw.a1", link_id=1)
     worker.receive_data(frame)
     with pytest.raises(LinkProtocolError, match=reason):
         worker.next_event()
@@ -252,13 +252,13 @@ def test_malformed_frames_give_the_documented_error(frame: bytes, reason: str) -
 
 def test_eof_in_the_middle_of_a_frame() -> None:
     """A peer that hangs up mid-frame is a protocol error; at a boundary it is EOF."""
-    worker = LinkConnection(Role.APPSERVER, authenticated=True)
+    worker = LinkConnection.adopted(Role.APPSERVER, gateway_id="gw.a1", link_id=1)
     worker.receive_data(encode_frame(Heartbeat(1))[:6])
     worker.receive_data(b"")
     with pytest.raises(LinkProtocolError, match="middle of a frame"):
         worker.next_event()
 
-    worker = LinkConnection(Role.APPSERVER, authenticated=True)
+    worker = LinkConnection.adopted(Role.APPSERVER, gateway_id="gw.a1", link_id=1)
     worker.receive_data(encode_frame(Heartbeat(1)))
     worker.receive_data(b"")
     assert worker.next_event() == Heartbeat(1)
@@ -272,9 +272,12 @@ def test_arbitrary_bytes_give_events_or_the_protocol_error(
     data: bytes, role: Role, authenticated: bool
 ) -> None:
     """Any bytes, to either side, authenticated or not: events or LinkProtocolError."""
-    conn = LinkConnection(role, secret=SECRET, authenticated=authenticated)
-    if role is Role.APPSERVER and not authenticated:
-        conn.initiate()
+    if authenticated:
+        conn = LinkConnection.adopted(role, gateway_id="gw.a1", link_id=1)
+    else:
+        conn = LinkConnection(role, secret=SECRET)
+        if role is Role.APPSERVER:
+            conn.initiate()
     conn.receive_data(data)
     error: LinkProtocolError | None = None
     try:
@@ -284,7 +287,7 @@ def test_arbitrary_bytes_give_events_or_the_protocol_error(
     assert all(isinstance(event, Event) for event in events)
     if error is not None:
         assert error.reason
-        assert conn.state is LinkState.CLOSED
+        assert conn.state in (LinkState.CLOSED, LinkState.REFUSING)
 
 
 @settings(max_examples=200, deadline=None)
@@ -306,7 +309,8 @@ def test_random_chunking_preserves_events(events: list[Event], data: st.DataObje
 
 def test_protocol_modules_import_neither_trio_nor_socket() -> None:
     """The link protocol is sans-I/O: importing it pulls in neither trio nor socket."""
-    code = ("import sys; import gateway.frames, gateway.codec, gateway.protocol; "
+    code = ("import sys; import gateway.link, gateway.link.events, gateway.link.codec, "
+            "gateway.link.connection, gateway.link.errors; "
             "bad = {'trio', 'socket'} & set(sys.modules); "
             "sys.exit(f'imported {bad}' if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -7,17 +7,14 @@ import socket
 
 import trio
 
-from gateway.codec import encode_frame
-from gateway.frames import Event, Write
-from gateway.links import Link
-from gateway.protocol import LinkConnection, Role
+from gateway.link.codec import encode
+from gateway.link.connection import LinkConnection, Role
+from gateway.link.driver import Link
+from gateway.link.events import Event, Write
 
 
 class Quiet:
     """A LinkHandler that ignores everything."""
-
-    def link_up(self, link: Link) -> None:
-        """Nothing to do."""
 
     def link_event(self, link: Link, event: Event) -> None:
         """Nothing to do."""
@@ -37,8 +34,9 @@ async def test_many_writers_wait_below_the_limit_while_the_peer_reads_slowly() -
     ours.setblocking(False)
     theirs.setblocking(False)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    link = Link(1, ours, LinkConnection(Role.APPSERVER, authenticated=True), worker_pid=0)
-    frame = encode_frame(Write("gw.a-1", False, b"x" * 10_000))
+    conn = LinkConnection.adopted(Role.APPSERVER, gateway_id="gw.a", link_id=1)
+    link = Link(ours, conn, worker_pid=0)
+    frame = encode(Write("gw.a-1", False, b"x" * 10_000))
     limit = 50_000
     received = bytearray()
 
@@ -48,7 +46,7 @@ async def test_many_writers_wait_below_the_limit_while_the_peer_reads_slowly() -
             await link.wait_below(limit)
 
     async def slow_reader() -> None:
-        while len(received) < 10 * 20 * len(frame):
+        while len(received) < 10 * 20 * len(frame.data):
             await trio.sleep(0.001)
             with contextlib.suppress(BlockingIOError):
                 received.extend(theirs.recv(65536))
@@ -61,5 +59,5 @@ async def test_many_writers_wait_below_the_limit_while_the_peer_reads_slowly() -
                     nursery.start_soon(writer)
                 nursery.start_soon(slow_reader)
             link.close()
-    assert bytes(received) == frame * 200
+    assert bytes(received) == frame.data * 200
     theirs.close()

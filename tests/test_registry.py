@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from appserver.registry import Lookup, SocketRegistry, parse_wsid
-from gateway.frames import SocketStatus
+from gateway.link.events import SocketStatus
 
 
 def test_parse_wsid() -> None:

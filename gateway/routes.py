@@ -1,10 +1,10 @@
-"""The gateway's HTTP/1.1 side, on h11: the chat page, /healthz, /status, and upgrades.
+"""The gateway's HTTP/1.1 routes, on h11: the chat page, /healthz, /status, and upgrades.
 
 One connection is served by one task. Plain requests are answered here (keep-alive
 works); a WebSocket upgrade for ``/csp/<namespace>/<Class>.cls`` is handed, with the
-bytes that followed it, to :func:`gateway.websocket.open_websocket`; an open socket then
-runs in a task of its own (:func:`gateway.websocket.run_websocket`), which owns the TCP
-socket from there on.
+bytes that followed it, to :func:`gateway.handshake.open_websocket`; an open socket then
+runs in a task of its own (:meth:`gateway.browser.BrowserSocket.run`), which owns the
+TCP socket from there on.
 """
 
 from __future__ import annotations
@@ -12,16 +12,18 @@ from __future__ import annotations
 import logging
 import re
 import socket
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import h11
 
 from client import load_assets
-from gateway.plainhttp import Response, send_response, serve_http
-from gateway.server import Gateway
+from gateway.handshake import open_websocket
+from gateway.link.httpserver import Response, send_response, serve_http
 from gateway.status import render_metrics, render_status_html, status_snapshot
-from gateway.table import BrowserSocket
-from gateway.websocket import open_websocket, run_websocket
+
+if TYPE_CHECKING:
+    from gateway.gateway import Gateway
 
 __all__ = ["route", "serve_connection"]
 
@@ -70,8 +72,7 @@ async def _serve_upgrade(
                                           f"{match[1]}")
         await send_response(conn, sock, response, close=True)
         return False
-    bs = BrowserSocket(gw.new_wsid(), sock, client_host, class_key,
-                       buffer_limit=gw.config.socket_buffer_bytes)
+    bs = gw.new_socket(sock, client_host, class_key)
     rejection = await open_websocket(gw, bs, request, conn.trailing_data[0])
     if rejection is not None:
         log.info("wsid=%s handshake refused: %d %s", bs.wsid, rejection.status,
@@ -81,7 +82,7 @@ async def _serve_upgrade(
         return False
     # The socket may live for days: it gets a task of its own that holds nothing of
     # this HTTP connection, and this one ends here.
-    gw.nursery.start_soon(run_websocket, gw, bs)
+    gw.nursery.start_soon(bs.run)
     return True
 
 

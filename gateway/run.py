@@ -23,7 +23,7 @@ import sys
 import time
 from types import FrameType
 
-from gateway.logsetup import configure_logging
+from gateway.link.process import configure_logging
 
 __all__ = ["add_arguments", "run"]
 

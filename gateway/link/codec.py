@@ -1,8 +1,10 @@
 """The link frames' wire codec: events to bytes and bytes to events.
 
-Sans-I/O, like :mod:`gateway.frames` (whose docstring gives the wire format): no
-trio, no socket. :func:`encode_frame` builds a whole frame; :func:`decode_body`
-decodes one body and raises :class:`~gateway.frames.LinkProtocolError` for anything
+Sans-I/O, like :mod:`gateway.link.events` (whose docstring gives the wire format): no
+trio, no socket. :func:`encode` builds a whole frame and raises
+:class:`~gateway.link.errors.FrameTooBig` for an event that does not fit (naming the
+field), so no other module needs to know a wire limit; :func:`decode_body` decodes one
+body and raises :class:`~gateway.link.errors.LinkProtocolError` for anything
 malformed: a short body, trailing bytes, unknown flags or types, bad UTF-8.
 """
 
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from gateway.frames import (
+from gateway.link.errors import FrameTooBig, LinkProtocolError, LinkUsageError
+from gateway.link.events import (
     NONCE_BYTES,
     PROOF_BYTES,
     Accept,
@@ -27,7 +31,6 @@ from gateway.frames import (
     Handoff,
     Heartbeat,
     Hello,
-    LinkProtocolError,
     Open,
     Refused,
     Reject,
@@ -39,7 +42,31 @@ from gateway.frames import (
     WriteMany,
 )
 
-__all__ = ["decode_body", "encode_frame"]
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "MAX_PAYLOAD_BYTES",
+    "PREAUTH_MAX_FRAME_BYTES",
+    "Frame",
+    "decode_body",
+    "encode",
+    "encode_frame",
+]
+
+#: Largest frame (type byte and body) accepted once the link is authenticated.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+#: Largest frame accepted before authentication: the handshake frames are far smaller.
+PREAUTH_MAX_FRAME_BYTES = 4096
+#: Largest message payload that one Data or Write frame carries, whatever its socket id
+#: (the rest of the frame is the header and an id of at most 255 bytes).
+MAX_PAYLOAD_BYTES = MAX_FRAME_BYTES - 1024
+
+
+class Frame(NamedTuple):
+    """One encoded frame: its type (what a connection checks) and its bytes."""
+
+    kind: FrameType
+    data: bytes
+
 
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
@@ -63,17 +90,22 @@ class _Writer:
     def u32(self, value: int) -> None:
         self.parts.append(_U32.pack(value))
 
-    def str8(self, value: str) -> None:
+    def str8(self, value: str, what: str) -> None:
         raw = value.encode()
         if len(raw) > 0xFF:
-            raise ValueError(f"string too long for the link ({len(raw)} > 255 bytes)")
+            raise FrameTooBig(f"{what} is too long for the link ({len(raw)} > 255 bytes)")
         self.parts.append(_U8.pack(len(raw)) + raw)
 
-    def str16(self, value: str) -> None:
+    def str16(self, value: str, what: str) -> None:
         raw = value.encode()
         if len(raw) > 0xFFFF:
-            raise ValueError(f"string too long for the link ({len(raw)} > 65535 bytes)")
+            raise FrameTooBig(f"{what} is too long for the link ({len(raw)} > 65535 bytes)")
         self.parts.append(_U16.pack(len(raw)) + raw)
+
+    def count16(self, value: int, what: str) -> None:
+        if value > 0xFFFF:
+            raise FrameTooBig(f"too many {what} for the link ({value} > 65535)")
+        self.u16(value)
 
     def raw(self, value: bytes) -> None:
         self.parts.append(value)
@@ -90,7 +122,7 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             # The hot path: build the body directly.
             raw = wsid.encode()
             if len(raw) > 0xFF:
-                raise ValueError("socket id too long for the link")
+                raise FrameTooBig("the socket id is too long for the link")
             kind = FrameType.DATA if isinstance(event, Data) else FrameType.WRITE
             return kind, bytes((1 if binary else 0, len(raw))) + raw + payload
         case Challenge(version, nonce):
@@ -101,21 +133,22 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
         case Hello(version, gateway_id, nonce, proof):
             w.raw(b"WSGL")
             w.u8(version)
-            w.str8(gateway_id)
+            w.str8(gateway_id, "the gateway id")
             w.raw(_fixed(nonce, NONCE_BYTES, "nonce"))
             w.raw(_fixed(proof, PROOF_BYTES, "proof"))
             return FrameType.HELLO, b"".join(w.parts)
-        case Welcome(worker_pid, appserver_id, classes, proof):
+        case Welcome(link_id, worker_pid, appserver_id, classes, proof):
+            w.u32(link_id)
             w.u32(worker_pid)
-            w.str8(appserver_id)
-            w.u16(len(classes))
+            w.str8(appserver_id, "the app server id")
+            w.count16(len(classes), "server classes")
             for name in classes:
-                w.str8(name)
+                w.str8(name, "a server class name")
             w.raw(_fixed(proof, PROOF_BYTES, "proof"))
             return FrameType.WELCOME, b"".join(w.parts)
         case Refused(reason, busy):
             w.u8(_flags(busy))
-            w.str16(reason)
+            w.str16(reason, "the reason")
             return FrameType.REFUSED, b"".join(w.parts)
         case Open():
             _write_open(w, event)
@@ -125,74 +158,74 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.raw(state)
             return FrameType.ADOPT, b"".join(w.parts)
         case Handoff(wsid, state):
-            w.str8(wsid)
+            w.str8(wsid, "the socket id")
             w.raw(state)
             return FrameType.HANDOFF, b"".join(w.parts)
         case Group(wsid, name, join):
-            w.str8(wsid)
-            w.str8(name)
+            w.str8(wsid, "the socket id")
+            w.str8(name, "the group name")
             w.u8(_flags(join))
             return FrameType.GROUP, b"".join(w.parts)
         case WriteGroup(name, binary, payload):
-            w.str8(name)
+            w.str8(name, "the group name")
             w.u8(_flags(binary))
             w.raw(payload)
             return FrameType.WRITE_GROUP, b"".join(w.parts)
         case WriteMany(wsids, binary, payload):
             w.u32(len(wsids))
             for wsid in wsids:
-                w.str8(wsid)
+                w.str8(wsid, "a socket id")
             w.u8(_flags(binary))
             w.raw(payload)
             return FrameType.WRITE_MANY, b"".join(w.parts)
         case Accept(wsid, shared, binary):
-            w.str8(wsid)
+            w.str8(wsid, "the socket id")
             w.u8(_flags(shared, binary))
             return FrameType.ACCEPT, b"".join(w.parts)
         case Reject(wsid, status, body):
-            w.str8(wsid)
+            w.str8(wsid, "the socket id")
             w.u16(status)
-            w.str16(body)
+            w.str16(body, "the refusal's body")
             return FrameType.REJECT, b"".join(w.parts)
         case Close(wsid, code, reason, ended):
-            w.str8(wsid)
+            w.str8(wsid, "the socket id")
             w.u16(code)
             w.u8(_flags(ended))
-            w.str16(reason)
+            w.str16(reason, "the close reason")
             return FrameType.CLOSE, b"".join(w.parts)
         case Heartbeat(seq, reply):
             w.u32(seq)
             w.u8(_flags(reply))
             return FrameType.HEARTBEAT, b"".join(w.parts)
         case SocketState(wsid, status, session):
-            w.str8(wsid)
+            w.str8(wsid, "the socket id")
             w.u8(int(status))
-            w.str8(session)
+            w.str8(session, "the session id")
             return FrameType.SOCKET_STATE, b"".join(w.parts)
         case End(request_id, wsid, code, reason):
             w.u32(request_id)
-            w.str8(wsid)
+            w.str8(wsid, "the socket id")
             w.u16(code)
-            w.str16(reason)
+            w.str16(reason, "the close reason")
             return FrameType.END, b"".join(w.parts)
         case Ended(request_id, first):
             w.u32(request_id)
             w.u8(_flags(first))
             return FrameType.ENDED, b"".join(w.parts)
-    raise TypeError(f"not a link event: {event!r}")
+    raise LinkUsageError(f"not a link event: {type(event).__name__}")
 
 
 def _write_open(w: _Writer, event: Open) -> None:
-    w.str8(event.wsid)
-    w.str8(event.class_name)
-    w.str16(event.path)
-    w.str16(event.query)
-    w.str8(event.client_address)
+    w.str8(event.wsid, "the socket id")
+    w.str8(event.class_name, "the server class name")
+    w.str16(event.path, "the request path")
+    w.str16(event.query, "the query string")
+    w.str8(event.client_address, "the client address")
     w.u8(_flags(event.shared_allowed))
-    w.u16(len(event.headers))
+    w.count16(len(event.headers), "request headers")
     for name, value in event.headers:
-        w.str8(name)
-        w.str16(value)
+        w.str8(name, f"request header {name[:40]!r}...")
+        w.str16(value, f"request header {name[:40]!r}...")
 
 
 def _read_open(r: _Reader) -> Open:
@@ -204,14 +237,27 @@ def _read_open(r: _Reader) -> Open:
 
 def _fixed(value: bytes, size: int, what: str) -> bytes:
     if len(value) != size:
-        raise ValueError(f"{what} must be {size} bytes, not {len(value)}")
+        raise LinkUsageError(f"{what} must be {size} bytes, not {len(value)}")
     return value
 
 
-def encode_frame(event: Event) -> bytes:
-    """Return the whole frame (length, type and body) for ``event``."""
+def encode(event: Event) -> Frame:
+    """Encode ``event`` as one whole frame (length, type and body).
+
+    Raises :class:`FrameTooBig` when it does not fit: a field is longer than its
+    length prefix allows, or the frame is over :data:`MAX_FRAME_BYTES`.
+    """
     kind, body = _encode_body(event)
-    return _HEADER.pack(len(body) + 1, kind) + body
+    if len(body) >= MAX_FRAME_BYTES:
+        raise FrameTooBig(f"a {kind.name} frame of {len(body) + 1} bytes is over the "
+                          f"link's limit of {MAX_FRAME_BYTES}")
+    return Frame(kind, _HEADER.pack(len(body) + 1, kind) + body)
+
+
+def encode_frame(event: Event) -> bytes:
+    """The bytes of :func:`encode` (for tests and tools: a connection checks states and
+    directions, so the gateway and the app server send through one)."""
+    return encode(event).data
 
 
 # --- decoding ---------------------------------------------------------------------------
@@ -314,9 +360,9 @@ def decode_body(type_byte: int, body: bytes) -> Event:
         case FrameType.HELLO:
             event = Hello(r.magic(), r.str8(), r.fixed(NONCE_BYTES), r.fixed(PROOF_BYTES))
         case FrameType.WELCOME:
-            pid, appserver_id = r.u32(), r.str8()
+            link_id, pid, appserver_id = r.u32(), r.u32(), r.str8()
             classes = tuple(r.str8() for _ in range(r.u16()))
-            event = Welcome(pid, appserver_id, classes, r.fixed(PROOF_BYTES))
+            event = Welcome(link_id, pid, appserver_id, classes, r.fixed(PROOF_BYTES))
         case FrameType.REFUSED:
             (busy,) = r.flags(1)
             event = Refused(r.str16(), busy)

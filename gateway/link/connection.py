@@ -4,32 +4,39 @@ Theory of operation
 -------------------
 A *link* is one byte stream (a TCP connection) between a gateway and an app-server
 worker process. Many browser sockets share a link in shared mode, so every frame after
-the handshake names its socket (see :mod:`gateway.frames` for the wire format).
+the handshake names its socket (see :mod:`gateway.link.events` for the wire format).
 
 :class:`LinkConnection` is a pure state machine in the h11/wsproto style: bytes go in
 through :meth:`LinkConnection.receive_data`, events come out of
 :meth:`LinkConnection.next_event`, and :meth:`LinkConnection.send` turns an event into
 the bytes to write. It does no I/O, keeps no clock and never logs; the callers own the
-sockets, the timers and the log lines.
+sockets, the timers and the log lines. Every frame either side writes goes through a
+connection, so the state and direction checks below cannot be walked around:
+:meth:`~LinkConnection.send_frame` sends a frame encoded once for many links (a
+broadcast), :meth:`~LinkConnection.refuse` answers a failed handshake, and
+:meth:`~LinkConnection.adopted` starts a connection whose handshake another process
+ran (a worker takes over a link its supervisor authenticated).
 
 The handshake is a challenge-response on a shared secret, which never crosses the wire:
 
 1. app server -> ``Challenge(version, server_nonce)``
 2. gateway    -> ``Hello(version, gateway_id, gateway_nonce,
                         proof=HMAC(secret, "gateway" | server_nonce | gateway_nonce | id))``
-3. app server -> ``Welcome(worker_pid, appserver_id, classes,
+3. app server -> ``Welcome(link_id, worker_pid, appserver_id, classes,
                         proof=HMAC(secret, "appserver" | gateway_nonce | server_nonce | id))``
    or ``Refused(reason)``.
 
 Each side checks the other's proof (so both prove they hold the secret, and a replayed
-Hello fails against a fresh challenge). Until the handshake is done only handshake
-frames are allowed and frames are capped at :data:`PREAUTH_MAX_FRAME_BYTES`, so an
-unauthenticated peer cannot make us buffer more than that.
+Hello fails against a fresh challenge). The Welcome names the link (``link_id``), and
+both ends log that number. Until the handshake is done only handshake frames are
+allowed and frames are capped at :data:`~gateway.link.codec.PREAUTH_MAX_FRAME_BYTES`,
+so an unauthenticated peer cannot make us buffer more than that.
 
-Errors follow h11: anything the peer does wrong raises :class:`LinkProtocolError` (or
-its subclass :class:`LinkAuthError`) from :meth:`next_event`, after which the
-connection is ``CLOSED`` and further input is refused. Misuse by the caller (sending an
-event the state does not allow) raises :class:`LinkUsageError`.
+Errors follow h11: anything the peer does wrong raises
+:class:`~gateway.link.errors.LinkProtocolError` (or its subclass ``LinkAuthError``)
+from :meth:`next_event`, after which the connection is ``CLOSED`` (``REFUSING`` for an
+app server whose peer failed the challenge: it may still send its ``Refused``). Misuse
+by the caller raises :class:`~gateway.link.errors.LinkUsageError`.
 """
 
 from __future__ import annotations
@@ -41,48 +48,29 @@ import os
 import struct
 from collections.abc import Iterator
 
-from gateway.codec import decode_body, encode_frame
-from gateway.frames import (
+from gateway.link.codec import (
+    MAX_FRAME_BYTES,
+    PREAUTH_MAX_FRAME_BYTES,
+    Frame,
+    decode_body,
+    encode,
+)
+from gateway.link.errors import LinkAuthError, LinkProtocolError, LinkUsageError
+from gateway.link.events import (
     NONCE_BYTES,
     Challenge,
     Event,
     FrameType,
     Hello,
-    LinkProtocolError,
     Refused,
     Welcome,
 )
 
-__all__ = [
-    "MAX_FRAME_BYTES",
-    "MAX_PAYLOAD_BYTES",
-    "PREAUTH_MAX_FRAME_BYTES",
-    "PROTOCOL_VERSION",
-    "LinkAuthError",
-    "LinkConnection",
-    "LinkProtocolError",
-    "LinkState",
-    "LinkUsageError",
-    "Role",
-]
+__all__ = ["PROTOCOL_VERSION", "LinkConnection", "LinkState", "Role"]
 
-PROTOCOL_VERSION = 1
-#: Largest frame (type byte and body) accepted once the link is authenticated.
-MAX_FRAME_BYTES = 16 * 1024 * 1024
-#: Largest frame accepted before authentication: the handshake frames are far smaller.
-PREAUTH_MAX_FRAME_BYTES = 4096
-#: Largest message payload a Data or Write frame can carry (the rest is its header).
-MAX_PAYLOAD_BYTES = MAX_FRAME_BYTES - 1024
+PROTOCOL_VERSION = 2
 
 _LENGTH = struct.Struct(">I")
-
-
-class LinkAuthError(LinkProtocolError):
-    """The peer failed the challenge-response (wrong secret) or refused us."""
-
-
-class LinkUsageError(Exception):
-    """The caller sent an event that the connection's role or state does not allow."""
 
 
 class Role(enum.Enum):
@@ -101,12 +89,13 @@ class LinkState(enum.Enum):
     AWAIT_HELLO = "await-hello"  # app server: challenge sent
     SEND_WELCOME = "send-welcome"  # app server: hello verified, welcome not yet sent
     AWAIT_WELCOME = "await-welcome"  # gateway: hello sent
+    REFUSING = "refusing"  # app server: the handshake failed; only a Refused may go out
     OPEN = "open"
     CLOSED = "closed"
 
 
 def _proof(secret: bytes, label: bytes, first: bytes, second: bytes, gateway_id: str) -> bytes:
-    message = b"wsgate-link/1 " + label + b"\0" + first + second + gateway_id.encode()
+    message = b"wsgate-link/2 " + label + b"\0" + first + second + gateway_id.encode()
     return hmac.new(secret, message, hashlib.sha256).digest()
 
 
@@ -128,33 +117,26 @@ _OPEN_IN: dict[Role, frozenset[FrameType]] = {
          FrameType.SOCKET_STATE, FrameType.ENDED, FrameType.ADOPT}
     ),
 }
+#: What each role sends once the link is open: what the other role receives.
 _OPEN_OUT: dict[Role, frozenset[FrameType]] = {
     Role.GATEWAY: _OPEN_IN[Role.APPSERVER],
     Role.APPSERVER: _OPEN_IN[Role.GATEWAY],
 }
+#: The states in which an app server may still refuse the link.
+_MAY_REFUSE = frozenset({LinkState.AWAIT_HELLO, LinkState.SEND_WELCOME, LinkState.REFUSING})
 
 
 class LinkConnection:
-    """One end of a link: bytes in, events out; events in, bytes out.
-
-    ``secret`` is required unless ``authenticated`` is true, which starts the
-    connection in ``OPEN`` (an app-server worker adopts a link that its supervisor
-    has already authenticated).
-    """
+    """One end of a link: bytes in, events out; events in, bytes out."""
 
     def __init__(
-        self,
-        role: Role,
-        *,
-        secret: bytes | None = None,
-        authenticated: bool = False,
-        max_frame_bytes: int = MAX_FRAME_BYTES,
+        self, role: Role, *, secret: bytes, max_frame_bytes: int = MAX_FRAME_BYTES
     ) -> None:
-        if not authenticated and not secret:
+        if not secret:
             raise LinkUsageError("a link that is not yet authenticated needs the secret")
         self.role = role
         self.max_frame_bytes = max_frame_bytes
-        self._secret = secret or b""
+        self._secret = secret
         self._buffer = bytearray()
         self._offset = 0
         self._eof = False
@@ -162,12 +144,32 @@ class LinkConnection:
         self._peer_nonce = b""
         #: The gateway's id, learned from (or sent in) the Hello.
         self.gateway_id = ""
-        if authenticated:
-            self.state = LinkState.OPEN
-        elif role is Role.GATEWAY:
-            self.state = LinkState.AWAIT_CHALLENGE
-        else:
-            self.state = LinkState.IDLE
+        #: The link's number, chosen by the app server and carried in the Welcome.
+        self.link_id = 0
+        self.state = LinkState.AWAIT_CHALLENGE if role is Role.GATEWAY else LinkState.IDLE
+
+    @classmethod
+    def adopted(
+        cls, role: Role, *, gateway_id: str, link_id: int,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ) -> LinkConnection:
+        """A connection whose handshake another process ran: it starts ``OPEN``.
+
+        A worker adopts the links its supervisor authenticated; it never holds the
+        secret, so it could not run a handshake of its own.
+        """
+        conn = cls.__new__(cls)
+        conn.role = role
+        conn.max_frame_bytes = max_frame_bytes
+        conn._secret = b""
+        conn._buffer = bytearray()
+        conn._offset = 0
+        conn._eof = False
+        conn._our_nonce = conn._peer_nonce = b""
+        conn.gateway_id = gateway_id
+        conn.link_id = link_id
+        conn.state = LinkState.OPEN
+        return conn
 
     # --- sending ----------------------------------------------------------------------
 
@@ -177,25 +179,44 @@ class LinkConnection:
             raise LinkUsageError(f"cannot initiate as {self.role.value} in {self.state.value}")
         self._our_nonce = os.urandom(NONCE_BYTES)
         self.state = LinkState.AWAIT_HELLO
-        return encode_frame(Challenge(PROTOCOL_VERSION, self._our_nonce))
+        return encode(Challenge(PROTOCOL_VERSION, self._our_nonce)).data
+
+    def refuse(self, reason: str, *, busy: bool = False) -> bytes:
+        """App server only: refuse the link (a failed proof, no worker free) and close.
+
+        Allowed until the Welcome is sent, and after the peer failed the challenge.
+        """
+        if self.role is not Role.APPSERVER or self.state not in _MAY_REFUSE:
+            raise LinkUsageError(f"cannot refuse as {self.role.value} in {self.state.value}")
+        self.state = LinkState.CLOSED
+        return encode(Refused(reason, busy)).data
 
     def send(self, event: Event) -> bytes:
-        """Return the bytes for ``event``; handshake events get their nonce and proof."""
+        """Return the bytes for ``event``; handshake events get their nonce and proof.
+
+        Raises :class:`~gateway.link.errors.FrameTooBig` when the event does not fit in
+        a frame, and :class:`~gateway.link.errors.LinkUsageError` when this end may not
+        send it now.
+        """
         if isinstance(event, Hello):
             return self._send_hello(event)
         if isinstance(event, Welcome):
             return self._send_welcome(event)
         if isinstance(event, Refused):
-            if self.role is not Role.APPSERVER or self.state is LinkState.CLOSED:
-                raise LinkUsageError("only an app server refuses a link")
-            self.state = LinkState.CLOSED
-            return encode_frame(event)
+            return self.refuse(event.reason, busy=event.busy)
+        return self.send_frame(encode(event))
+
+    def send_frame(self, frame: Frame) -> bytes:
+        """Check that this end may send an already-encoded frame now; return its bytes.
+
+        A broadcast (a Registry update for every link) encodes once and passes the same
+        frame to each link's connection.
+        """
         if self.state is not LinkState.OPEN:
-            raise LinkUsageError(f"cannot send {type(event).__name__} in {self.state.value}")
-        data = encode_frame(event)
-        if FrameType(data[4]) not in _OPEN_OUT[self.role]:
-            raise LinkUsageError(f"a {self.role.value} does not send {type(event).__name__}")
-        return data
+            raise LinkUsageError(f"cannot send {frame.kind.name} in {self.state.value}")
+        if frame.kind not in _OPEN_OUT[self.role]:
+            raise LinkUsageError(f"a {self.role.value} does not send {frame.kind.name}")
+        return frame.data
 
     def _send_hello(self, event: Hello) -> bytes:
         if self.role is not Role.GATEWAY or self.state is not LinkState.SEND_HELLO:
@@ -204,18 +225,20 @@ class LinkConnection:
         self.gateway_id = event.gateway_id
         proof = _proof(self._secret, b"gateway", self._peer_nonce, self._our_nonce,
                        event.gateway_id)
+        frame = encode(Hello(PROTOCOL_VERSION, event.gateway_id, self._our_nonce, proof))
         self.state = LinkState.AWAIT_WELCOME
-        return encode_frame(Hello(PROTOCOL_VERSION, event.gateway_id, self._our_nonce, proof))
+        return frame.data
 
     def _send_welcome(self, event: Welcome) -> bytes:
         if self.role is not Role.APPSERVER or self.state is not LinkState.SEND_WELCOME:
             raise LinkUsageError(f"cannot send Welcome in {self.state.value}")
         proof = _proof(self._secret, b"appserver", self._peer_nonce, self._our_nonce,
                        self.gateway_id)
+        frame = encode(Welcome(event.link_id, event.worker_pid, event.appserver_id,
+                               event.classes, proof))
+        self.link_id = event.link_id
         self.state = LinkState.OPEN
-        return encode_frame(
-            Welcome(event.worker_pid, event.appserver_id, event.classes, proof)
-        )
+        return frame.data
 
     # --- receiving --------------------------------------------------------------------
 
@@ -250,10 +273,14 @@ class LinkConnection:
 
     def next_event(self) -> Event | None:
         """Return the next complete event, or None when more bytes are needed."""
-        if self.state is LinkState.CLOSED:
+        if self.state in (LinkState.CLOSED, LinkState.REFUSING):
             return None
         try:
             return self._next_event()
+        except LinkAuthError:
+            refusing = self.role is Role.APPSERVER and self.state in _MAY_REFUSE
+            self.state = LinkState.REFUSING if refusing else LinkState.CLOSED
+            raise
         except LinkProtocolError:
             self.state = LinkState.CLOSED
             raise
@@ -325,6 +352,7 @@ class LinkConnection:
                               self.gateway_id)
             if not hmac.compare_digest(expected, event.proof):
                 raise LinkAuthError("app server failed the challenge (wrong secret)")
+            self.link_id = event.link_id
             self.state = LinkState.OPEN
         elif isinstance(event, Refused):
             self.state = LinkState.CLOSED

@@ -1,9 +1,11 @@
 """The gateway: holds the browsers' sockets and multiplexes them over links to workers.
 
 IRIS's Web Gateway in one trio process. :class:`Gateway` accepts browser connections
-(handed to :mod:`gateway.http`, and to :mod:`gateway.websocket` on upgrade), keeps the
-:class:`~gateway.table.ConnectionTable`, and handles what the workers send over the
-links: handshake answers, writes by WebSocketID, closes and ``EndServer`` requests.
+(served by :mod:`gateway.routes`, and :mod:`gateway.handshake` on upgrade), keeps the
+:class:`~gateway.table.ConnectionTable` and the :class:`~gateway.pool.LinkPool`, tells
+every worker when a socket opens or closes (the Registry), and handles what the
+workers send: handshake answers, writes by WebSocketID, group writes, closes and
+``EndServer`` requests.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ import itertools
 import logging
 import socket
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import trio
 
-from gateway.codec import encode_frame
+from gateway.browser import BrowserSocket, Phase
 from gateway.config import GatewayConfig
-from gateway.frames import (
+from gateway.link.codec import encode
+from gateway.link.driver import Link
+from gateway.link.events import (
     Accept,
     Close,
+    Data,
     End,
     Ended,
     Event,
@@ -33,14 +39,18 @@ from gateway.frames import (
     WriteGroup,
     WriteMany,
 )
-from gateway.links import Link, LinkPool
-from gateway.net import listen_tcp
-from gateway.table import BrowserSocket, ConnectionTable, SocketPhase
+from gateway.link.net import listen_tcp
+from gateway.pool import GatewayLink, LinkPool
+from gateway.routes import serve_connection
+from gateway.table import ConnectionTable
 from gateway.wsframe import encode_message
 
 __all__ = ["Gateway", "serve_gateway"]
 
 log = logging.getLogger(__name__)
+
+#: How long accepting pauses after it failed (EMFILE and friends).
+ACCEPT_BACKOFF_S = 0.1
 
 
 class Gateway:
@@ -77,6 +87,11 @@ class Gateway:
         """
         return self._classes
 
+    @property
+    def max_message_bytes(self) -> int:
+        """Largest message a browser may send (larger ones close with 1009)."""
+        return self.config.max_message_bytes
+
     async def wait_linked(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the first link ever; True once there is one."""
         with trio.move_on_after(timeout_s):
@@ -84,37 +99,63 @@ class Gateway:
                 await self._first_link.wait()
         return bool(self._classes)
 
-    def new_wsid(self) -> str:
-        """A WebSocketID unique across gateways: ``<gateway id>-<n>``."""
-        return f"{self.id}-{next(self._ids)}"
+    def new_socket(self, sock: socket.socket, client_address: str,
+                   class_name: str) -> BrowserSocket:
+        """A socket for an upgrade request, with a WebSocketID unique across gateways:
+        ``<gateway id>-<n>``."""
+        return BrowserSocket(self, f"{self.id}-{next(self._ids)}", sock, client_address,
+                             class_name, buffer_limit=self.config.socket_buffer_bytes)
 
-    def announce(self, bs: BrowserSocket, status: SocketStatus) -> None:
-        """Tell every worker (the Registry) that a socket changed state."""
-        if status is SocketStatus.CLOSED:
-            if bs.unregistered or not bs.announced:
-                return
-            bs.unregistered = True
-        self.links.broadcast(encode_frame(SocketState(bs.wsid, status, bs.session)))
+    # --- the Registry, and a socket's life (SocketOwner) -------------------------------
 
-    def close_socket(self, bs: BrowserSocket, code: int, reason: str) -> bool:
-        """Close a browser socket from the server side; False if it was closing already.
+    def _announce(self, bs: BrowserSocket, status: SocketStatus) -> None:
+        frame = encode(SocketState(bs.wsid, status, bs.session))
+        for link in self.links.all_links():
+            link.send_frame(frame)
 
-        The Registry hears of it now, not when the browser has answered the close, so
-        that OpenServer elsewhere fails at once instead of writing into the void.
-        """
-        if not bs.close_from_server(code, reason):
-            return False
-        if bs.phase is not SocketPhase.HANDSHAKE:
-            self.announce(bs, SocketStatus.CLOSED)
-        self._dirty.add(bs)
-        return True
+    def socket_connecting(self, bs: BrowserSocket) -> None:
+        """Every worker hears of a new socket before its handshake worker does."""
+        self._announce(bs, SocketStatus.CONNECTING)
+
+    def socket_opened(self, bs: BrowserSocket) -> None:
+        """The socket is open, in its mode."""
+        self._announce(bs, SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE)
+        self.stats["sockets_opened"] += 1
+
+    def socket_closing(self, bs: BrowserSocket) -> None:
+        """The socket closes: OpenServer of it fails everywhere from now on."""
+        self._announce(bs, SocketStatus.CLOSED)
+
+    def socket_finished(self, bs: BrowserSocket) -> None:
+        """Forget the socket; its worker hears of the end unless it knows already."""
+        self.table.remove(bs.wsid)
+        home = bs.home
+        if home is not None:
+            bs.leave_home()
+            home.send(Close(bs.wsid, bs.close_code, bs.close_reason))
+        for link in self.links.all_links():
+            if link.private_wsid == bs.wsid:
+                # IRIS ends the private process with its socket; we end the link, and
+                # the worker goes back to its supervisor's idle pool.
+                link.close()
+        if bs.ws is not None:
+            self.stats["sockets_closed"] += 1
+
+    def forward(self, bs: BrowserSocket, binary: bool, payload: bytes) -> None:
+        """A message from the browser goes to the socket's worker."""
+        home = bs.home
+        if home is not None:
+            self.stats["frames_in"] += 1
+            home.send(Data(bs.wsid, binary, payload))
+
+    def spawn(self, task: Callable[[], object]) -> None:
+        """Run ``task`` in the gateway's nursery (a socket's drain)."""
+        self.nursery.start_soon(task)  # type: ignore[arg-type]
 
     # --- serving ----------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
         """Listen, keep the links up and serve until cancelled; report the bound address."""
-        from gateway.http import serve_connection  # the HTTP layer calls back into us
-
         listener = listen_tcp(self.config.host, self.config.port)
         try:
             async with trio.open_nursery() as nursery:
@@ -124,30 +165,32 @@ class Gateway:
                     nursery.start_soon(self._expire_idle_sockets)
                 host, port = listener.getsockname()[:2]
                 task_status.started((host, port))
-                while True:
-                    await trio.lowlevel.wait_readable(listener)
-                    # Take every pending connection per wake: connect storms stay cheap.
-                    while True:
-                        try:
-                            sock, address = listener.accept()
-                        except BlockingIOError:
-                            break
-                        except OSError as exc:  # EMFILE and friends: log, back off
-                            log.error("accept failed: %s", exc)
-                            await trio.sleep(0.1)
-                            break
-                        sock.setblocking(False)
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        nursery.start_soon(serve_connection, self, sock, address[0])
+                await self._accept(listener, nursery)
         finally:
             listener.close()
+
+    async def _accept(self, listener: socket.socket, nursery: trio.Nursery) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(listener)
+            # Take every pending connection per wake: connect storms stay cheap.
+            while True:
+                try:
+                    sock, address = listener.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # EMFILE and friends: log, back off
+                    log.error("accept failed: %s", exc)
+                    await trio.sleep(ACCEPT_BACKOFF_S)
+                    break
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                nursery.start_soon(serve_connection, self, sock, address[0])
 
     async def close_all(self, code: int, reason: str, grace_s: float) -> None:
         """Close every browser socket (e.g. 1001 on shutdown) and wait up to ``grace_s``
         for the closing handshakes to finish."""
         for bs in self.table:
-            if self.close_socket(bs, code, reason):
-                bs.flush(self.nursery)
+            bs.close(code, reason)
         with trio.move_on_after(grace_s):
             await self.table.wait_empty()
 
@@ -157,23 +200,22 @@ class Gateway:
             await trio.sleep(min(timeout / 4, 5.0))
             now = trio.current_time()
             for bs in self.table:
-                if bs.phase is SocketPhase.OPEN and now - bs.last_activity > timeout:
+                if bs.phase is Phase.OPEN and now - bs.last_activity > timeout:
                     log.info("wsid=%s closed: no activity for %.0f s (session timeout)",
                              bs.wsid, now - bs.last_activity)
                     self.stats["sockets_timed_out"] += 1
-                    if self.close_socket(bs, 1001, "session timed out"):
-                        bs.flush(self.nursery)
+                    bs.close(1001, "session timed out")
 
-    # --- the links (LinkHandler) --------------------------------------------------------
+    # --- the links (PoolHandler) -------------------------------------------------------
 
-    def link_up(self, link: Link) -> None:
+    def link_up(self, link: GatewayLink) -> None:
         """Send a new link the Registry snapshot before anything else."""
         self._classes = link.classes
         self._first_link.set()
         for bs in self.table:
-            if bs.phase is SocketPhase.HANDSHAKE:
+            if bs.phase is Phase.CONNECTING:
                 status = SocketStatus.CONNECTING
-            elif bs.phase is SocketPhase.OPEN:
+            elif bs.phase is Phase.OPEN:
                 status = SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE
             else:
                 continue
@@ -181,8 +223,9 @@ class Gateway:
 
     def link_event(self, link: Link, event: Event) -> None:
         """Dispatch one event from a worker."""
+        glink = cast(GatewayLink, link)
         if isinstance(event, Write):
-            self._handle_write(link, event)
+            self._handle_write(glink, event)
         elif isinstance(event, WriteGroup):
             self._handle_write_group(event)
         elif isinstance(event, WriteMany):
@@ -190,60 +233,59 @@ class Gateway:
         elif isinstance(event, Group):
             self._handle_group(event)
         elif isinstance(event, Accept | Reject | Handoff):
-            self._handle_reply(link, event)
+            self._handle_reply(glink, event)
         elif isinstance(event, Close):
-            self._handle_close(link, event)
+            self._handle_close(glink, event)
         elif isinstance(event, End):
-            self._handle_end(link, event)
-        else:  # the protocol's table admits nothing else from a worker
+            self._handle_end(glink, event)
+        else:  # the connection's table admits nothing else from a worker
             log.error("link %d: unexpected %s", link.id, type(event).__name__)
 
     def link_batch_done(self, link: Link) -> None:
         """Flush every socket the batch wrote to: one send per socket per batch."""
         dirty, self._dirty = self._dirty, set()
-        nursery = self.nursery
         for bs in dirty:
-            bs.flush(nursery)
+            bs.flush()
 
     def link_lost(self, link: Link) -> None:
         """The worker behind ``link`` is gone: its sockets' servers are gone with it."""
-        for wsid in list(link.sockets):
+        glink = cast(GatewayLink, link)
+        for wsid in list(glink.sockets):
             bs = self.table.get(wsid)
             if bs is None:
                 continue
-            bs.worker_told = True
-            if bs.phase is SocketPhase.HANDSHAKE:
-                bs.reply_ready.set()  # no reply will come: the handshake fails (502)
+            bs.leave_home()
+            if bs.phase is Phase.CONNECTING:
+                bs.answered(None)  # no answer will come: the handshake fails (502)
             else:
-                self.close_socket(bs, 1011, "app server worker lost")
-                bs.flush(self.nursery)
-        link.sockets.clear()
+                bs.close(1011, "app server worker lost")
+        glink.sockets.clear()
 
-    def _handle_reply(self, link: Link, event: Accept | Reject | Handoff) -> None:
+    def _handle_reply(self, link: GatewayLink, event: Accept | Reject | Handoff) -> None:
         bs = self.table.get(event.wsid)
-        if bs is None or bs.phase is not SocketPhase.HANDSHAKE or bs.link is not link:
+        if bs is None or bs.phase is not Phase.CONNECTING or bs.home is not link:
             log.warning("link %d: answer for unknown handshake wsid=%s", link.id, event.wsid)
             return
-        bs.reply = event
         if isinstance(event, Accept) and not event.shared:
             # Now, not when the handshake task resumes: pick() must not lend this link
             # to another socket in between.
             link.dedicate(event.wsid)
-        bs.reply_ready.set()
+        bs.answered(event)
 
-    def _handle_write(self, link: Link, event: Write) -> None:
+    def _handle_write(self, link: GatewayLink, event: Write) -> None:
         bs = self.table.get(event.wsid)
         if bs is None:
             self.stats["writes_dropped"] += 1
             log.debug("wsid=%s write dropped: no such socket", event.wsid)
             return
-        if not bs.shared and bs.link is not link:
+        own = link is bs.home or link.private_wsid == bs.wsid
+        if not bs.shared and not own:
             self.stats["writes_dropped"] += 1
-            log.warning("wsid=%s write from link %d refused: the socket is private to "
-                        "link %d", event.wsid, link.id, bs.link.id if bs.link else -1)
+            log.warning("wsid=%s write from link %d refused: the socket is private",
+                        event.wsid, link.id)
             return
         frame = encode_message(event.payload, binary=event.binary)
-        if bs.queue(frame, shared_only=link is not bs.link):
+        if bs.queue(frame, shared_only=not own):
             bs.last_activity = trio.current_time()
             self.stats["frames_out"] += 1
             self.stats["bytes_out"] += len(event.payload)
@@ -276,30 +318,30 @@ class Gateway:
 
     def _handle_group(self, event: Group) -> None:
         bs = self.table.get(event.wsid)
-        if bs is None or bs.phase in (SocketPhase.CLOSING, SocketPhase.CLOSED):
+        if bs is None or bs.phase in (Phase.CLOSING, Phase.CLOSED):
             return
         if event.join:
             self.table.join(bs, event.name)
         else:
             self.table.leave(bs, event.name)
 
-    def _handle_close(self, link: Link, event: Close) -> None:
+    def _handle_close(self, link: GatewayLink, event: Close) -> None:
         bs = self.table.get(event.wsid)
         if bs is None:
             return
-        if link is bs.link:
-            bs.worker_told = True
-        self.close_socket(bs, event.code, event.reason)
+        if link is bs.home:
+            bs.leave_home()  # the worker asked: it knows
+        bs.close(event.code, event.reason)
 
-    def _handle_end(self, link: Link, event: End) -> None:
+    def _handle_end(self, link: GatewayLink, event: End) -> None:
         bs = self.table.get(event.wsid)
         first = False
-        if bs is not None and not bs.worker_told:
-            first = self.close_socket(bs, event.code, event.reason)
+        home = bs.home if bs is not None else None
+        if bs is not None and home is not None:
+            first = bs.close(event.code, event.reason)
             if first:
-                bs.worker_told = True
-                home = bs.link
-                if home is not None and home is not link and home.up:
+                bs.leave_home()
+                if home is not link:
                     home.send(Close(bs.wsid, event.code, event.reason, ended=True))
         link.send(Ended(event.request_id, first))
 

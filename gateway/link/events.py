@@ -1,8 +1,8 @@
-"""Link frames: the events of the gateway <-> app-server protocol.
+"""The link's events: what a gateway and an app-server worker say to each other.
 
 Sans-I/O: this module imports neither trio nor socket (a test proves it).
-:mod:`gateway.codec` turns these events into bytes and back; :mod:`gateway.protocol`
-adds the state machine, the handshake and the buffering on top.
+:mod:`gateway.link.codec` turns these events into bytes and back;
+:mod:`gateway.link.connection` adds the state machine, the handshake and the buffering.
 
 Wire format (all integers big-endian)::
 
@@ -38,7 +38,6 @@ __all__ = [
     "Handoff",
     "Heartbeat",
     "Hello",
-    "LinkProtocolError",
     "Open",
     "Refused",
     "Reject",
@@ -52,18 +51,6 @@ __all__ = [
 
 NONCE_BYTES = 32
 PROOF_BYTES = 32  # HMAC-SHA256
-
-
-class LinkProtocolError(Exception):
-    """The peer sent something the link protocol does not allow.
-
-    ``reason`` is a short, loggable sentence; it never contains secrets or payloads.
-    The link that raised it must be closed; other links are unaffected.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class FrameType(enum.IntEnum):
@@ -124,10 +111,13 @@ class Hello:
 class Welcome:
     """App server -> gateway: the link is up, served by ``worker_pid``.
 
+    ``link_id`` is the link's number, chosen by the app server: both ends log it, so
+    "link 7" is the same connection in the gateway's log and in the worker's.
     ``classes`` names the server classes the app server serves, as
     ``"<namespace>/<Package.Class>"``; ``appserver_id`` names the app server.
     """
 
+    link_id: int
     worker_pid: int
     appserver_id: str
     classes: tuple[str, ...] = ()

@@ -1,4 +1,4 @@
-"""A plain HTTP/1.1 request loop on h11, for the non-blocking sockets of :mod:`gateway.net`.
+"""A plain HTTP/1.1 request loop on h11, for the non-blocking sockets of :mod:`gateway.link.net`.
 
 The gateway serves its page, /healthz, /status and /metrics with it (and hands
 upgrades on to the WebSocket code); the app server's supervisor serves /metrics with
@@ -17,7 +17,7 @@ from http import HTTPStatus
 import h11
 import trio
 
-from gateway.net import SendBuffer, receive_some
+from gateway.link.net import SendBuffer, receive_some
 
 __all__ = ["IDLE_TIMEOUT_S", "Response", "send_response", "serve_http"]
 
@@ -29,6 +29,7 @@ MAX_BODY_BYTES = 64 * 1024
 IDLE_TIMEOUT_S = 30.0
 _SERVER = "wsgate"
 _PHRASES = {status.value for status in HTTPStatus}
+
 
 @dataclass(slots=True)
 class Response:
@@ -60,7 +61,8 @@ async def _next_event(conn: h11.Connection, sock: socket.socket) -> object:
 
 
 async def send_response(conn: h11.Connection, sock: socket.socket, response: Response,
-                *, head: bool = False, close: bool = False) -> None:
+                        *, head: bool = False, close: bool = False) -> None:
+    """Send one whole response (no body for HEAD); ``close`` says the connection ends."""
     headers = [
         ("Content-Type", response.content_type),
         ("Content-Length", str(len(response.body))),

@@ -30,15 +30,22 @@ from urllib.parse import parse_qs
 
 import trio
 
+from appserver.context import current_runtime
 from appserver.errors import NotBound, OpenServerError, PrivateSocket
+from appserver.port import PortPhase
 from appserver.registry import Lookup, parse_wsid
 
 if TYPE_CHECKING:
     from appserver.port import SocketPort
-    from appserver.runtime import WorkerRuntime
     from store.aio import AsyncStore
 
-__all__ = ["DEFAULT_READ_SIZE", "DEFAULT_READ_TIMEOUT_S", "HandshakeRequest", "WebSocket"]
+__all__ = [
+    "DEFAULT_READ_SIZE",
+    "DEFAULT_READ_TIMEOUT_S",
+    "HandshakeRequest",
+    "WebSocket",
+    "run_post_server",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +85,6 @@ class HandshakeRequest:
             if key == wanted:
                 return value
         return None
-
-
-def _runtime() -> WorkerRuntime:
-    from appserver.runtime import current_runtime
-
-    return current_runtime()
 
 
 class WebSocket:
@@ -158,12 +159,12 @@ class WebSocket:
     @property
     def store(self) -> AsyncStore:
         """The app server's store (``await self.store.run(ChatStore.method, ...)``)."""
-        return _runtime().store
+        return current_runtime().store
 
     @property
     def settings(self) -> dict[str, str]:
         """The app server's ``--set NAME=VALUE`` options (the chat reads ``mode``)."""
-        return _runtime().settings
+        return current_runtime().settings
 
     # --- the socket operations ---------------------------------------------------------
 
@@ -208,25 +209,20 @@ class WebSocket:
             binary, payload = bool(self.BinaryData), data.encode()
         else:
             binary, payload = True, bytes(data)
-        await _runtime().write(self.WebSocketID, binary, payload, self._port)
+        await current_runtime().write(self.WebSocketID, binary, payload, self._port)
 
     async def EndServer(self) -> None:
         """Close the browser socket, run ``OnPostServer`` (once), forget the socket."""
         if not self.WebSocketID:
             raise NotBound("EndServer needs a socket: call it from Server() or after "
                            "OpenServer", wsid="")
-        runtime = _runtime()
         port = self._port
-        if port is not None and (port.ended or port.post_server_done):
-            return
-        first = await runtime.end(self.WebSocketID, port)
-        if not first:
-            return
-        if port is not None:
-            if port.post_server_done:
-                return
-            port.post_server_done = True
-        await runtime.run_post_server(self)
+        if port is not None and port.phase in (PortPhase.SERVING_ENDED, PortPhase.DONE):
+            return  # ended already
+        # The gateway answers "first" to exactly one EndServer of a socket, whichever
+        # worker asked; the home port, told so, never reaches its own OnPostServer.
+        if await current_runtime().end(self.WebSocketID, port):
+            await run_post_server(self)
 
     async def OpenServer(self, websocket_id: str) -> None:
         """Attach this instance to an existing shared socket, from any worker."""
@@ -236,10 +232,10 @@ class WebSocket:
         if parsed is None:
             raise OpenServerError(f"{websocket_id!r} is not a WebSocketID "
                                   "(expected <gateway>-<n>)", wsid=websocket_id)
-        runtime = _runtime()
+        runtime = current_runtime()
         port = runtime.ports.get(websocket_id)
         state = runtime.registry.lookup(websocket_id)
-        if (port is not None and port.shared is False) or state is Lookup.PRIVATE:
+        if (port is not None and port.private) or state is Lookup.PRIVATE:
             raise PrivateSocket(
                 f"socket {websocket_id} is private (SharedConnection = 0); OpenServer "
                 "only opens shared sockets", wsid=websocket_id)
@@ -257,13 +253,13 @@ class WebSocket:
     async def join_group(self, name: str) -> None:
         """Put this socket in a named group held by its gateway."""
         self._require_socket("join_group")
-        _runtime().group(self.WebSocketID, self._port, name, join=True)
+        current_runtime().group(self.WebSocketID, self._port, name, join=True)
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def leave_group(self, name: str) -> None:
         """Take this socket out of a group."""
         self._require_socket("leave_group")
-        _runtime().group(self.WebSocketID, self._port, name, join=False)
+        current_runtime().group(self.WebSocketID, self._port, name, join=False)
         await trio.lowlevel.checkpoint_if_cancelled()
 
     @staticmethod
@@ -276,14 +272,14 @@ class WebSocket:
         Private sockets in the group are skipped (as OpenServer would refuse them).
         """
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        await _runtime().write_group(name, binary or isinstance(data, bytes), payload)
+        await current_runtime().write_group(name, binary or isinstance(data, bytes), payload)
 
     @staticmethod
     async def write_many(websocket_ids: list[str], data: str | bytes, *,
                          binary: bool = False) -> None:
         """Send one message to each listed shared socket: one frame per gateway."""
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        await _runtime().write_many(websocket_ids, binary or isinstance(data, bytes),
+        await current_runtime().write_many(websocket_ids, binary or isinstance(data, bytes),
                                     payload)
 
     def _require_socket(self, what: str) -> None:
@@ -318,3 +314,11 @@ class WebSocket:
             return f"{what} needs a socket: call it from Server() or after OpenServer"
         return (f"{what} of socket {self.WebSocketID}: its messages arrive on another "
                 "worker; Read works on the worker that serves the socket")
+
+
+async def run_post_server(instance: WebSocket) -> None:
+    """Run ``instance.OnPostServer()``, logging (never raising) what it raises."""
+    try:
+        await instance.OnPostServer()
+    except Exception:
+        log.exception("wsid=%s OnPostServer() failed", instance.WebSocketID)

@@ -1,0 +1,395 @@
+"""One browser WebSocket held by the gateway: its life, its inbound and outbound halves.
+
+A :class:`BrowserSocket` has one :class:`Phase`, changed only through
+:meth:`BrowserSocket._enter`, which looks every move up in :data:`TRANSITIONS` (h11's
+rule: a move missing from the table is a bug, and raises). Its methods own the moves:
+
+* ``QUEUED``: the upgrade arrived; it waits for a free link (IRIS: the request queue).
+* ``CONNECTING``: the worker was sent ``Open`` and runs ``OnPreServer``; every worker
+  was told the socket exists (the Registry), so it must hear of its end.
+* ``OPEN``: the gateway answered 101; :meth:`run` reads the browser's frames and
+  forwards whole messages to the socket's worker (its *home* link).
+* ``CLOSING``: the gateway sent its close frame (RFC 6455 section 7.1.2) and waits, at
+  most :data:`CLOSE_TIMEOUT_S`, for the browser's.
+* ``CLOSED``: forgotten everywhere; the TCP socket is closed.
+
+Outbound frames are encoded once by the caller (:mod:`gateway.wsframe`) and queued with
+:meth:`queue`; :meth:`flush` sends what the kernel takes at once and starts a drain task
+only when it takes less, so a broadcast costs one ``send`` per socket. Inbound, wsproto
+parses the browser's frames and does the closing handshake.
+
+The socket reports to its :class:`SocketOwner` (the gateway): what to forward, and
+when the Registry must hear that it opened or closed. It never imports the gateway.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import socket
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+
+from gateway.link.events import Accept, Handoff, Reject
+from gateway.link.net import READS_PER_YIELD, SendBuffer, SendOverflow, receive_some
+
+if TYPE_CHECKING:
+    from gateway.pool import GatewayLink
+
+__all__ = ["CLOSE_TIMEOUT_S", "TRANSITIONS", "BrowserSocket", "Phase", "SocketOwner"]
+
+log = logging.getLogger(__name__)
+
+#: How long a closing socket waits for the browser's close frame before hanging up.
+CLOSE_TIMEOUT_S = 5.0
+
+
+class Phase(enum.Enum):
+    """Where a browser socket is in its life (see the module docstring)."""
+
+    QUEUED = "queued"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Step(enum.Enum):
+    """What moves a socket from one phase to the next."""
+
+    OPEN_SENT = "open-sent"  # a worker was sent Open (or Adopt)
+    ACCEPTED = "accepted"  # the worker accepted; the 101 is queued
+    FAILED = "failed"  # the handshake failed: refused, timed out, worker lost
+    CLOSE = "close"  # the gateway sent its close frame
+    BROWSER_CLOSED = "browser-closed"  # the browser's close frame, or its TCP end
+    ABORT = "abort"  # hung up at once: a slow or broken peer
+
+
+#: Every move a socket can make. A (phase, step) pair not listed is a bug.
+TRANSITIONS: dict[tuple[Phase, Step], Phase] = {
+    (Phase.QUEUED, Step.OPEN_SENT): Phase.CONNECTING,
+    (Phase.QUEUED, Step.FAILED): Phase.CLOSED,
+    (Phase.CONNECTING, Step.OPEN_SENT): Phase.CONNECTING,  # moved to a dedicated worker
+    (Phase.CONNECTING, Step.ACCEPTED): Phase.OPEN,
+    (Phase.CONNECTING, Step.FAILED): Phase.CLOSED,
+    (Phase.OPEN, Step.CLOSE): Phase.CLOSING,
+    (Phase.OPEN, Step.BROWSER_CLOSED): Phase.CLOSED,
+    (Phase.OPEN, Step.ABORT): Phase.CLOSED,
+    (Phase.CLOSING, Step.BROWSER_CLOSED): Phase.CLOSED,
+    (Phase.CLOSING, Step.ABORT): Phase.CLOSED,
+}
+#: Phases in which every worker knows the socket exists (so must hear that it closed).
+_ANNOUNCED = frozenset({Phase.CONNECTING, Phase.OPEN})
+
+
+class SocketOwner(Protocol):
+    """What a browser socket reports to: the gateway."""
+
+    @property
+    def stats(self) -> Counter[str]:
+        """The gateway's counters (a socket counts drops and oversized messages)."""
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Largest message a browser may send; larger ones close with 1009."""
+
+    def socket_opened(self, bs: BrowserSocket) -> None:
+        """The socket is open: the Registry hears its mode."""
+
+    def socket_closing(self, bs: BrowserSocket) -> None:
+        """The socket is closing or closed: the Registry hears it now, once."""
+
+    def socket_finished(self, bs: BrowserSocket) -> None:
+        """The socket is gone for good: forget it."""
+
+    def forward(self, bs: BrowserSocket, binary: bool, payload: bytes) -> None:
+        """A whole message from the browser, for the socket's worker."""
+
+    def spawn(self, task: Callable[[], object]) -> None:
+        """Run a task that outlives the caller (a drain)."""
+
+
+class _Handshake:
+    """What a socket needs only until it opens (dropped then: memory per idle socket)."""
+
+    __slots__ = ("early", "pending_close", "reply", "reply_ready")
+
+    def __init__(self) -> None:
+        self.reply: Accept | Reject | Handoff | None = None
+        self.reply_ready = trio.Event()
+        #: Frames written before the 101, sent right after it; the flag marks frames only
+        #: a shared socket may get (from other links, or groups).
+        self.early: list[tuple[bytes, bool]] = []
+        #: A close asked for during the handshake, carried out right after the 101.
+        self.pending_close: tuple[int, str] | None = None
+
+
+class BrowserSocket:
+    """One browser WebSocket held by the gateway; see the module docstring."""
+
+    __slots__ = (
+        "_drain_running", "_handshake", "_reader_scope", "binary", "class_name",
+        "client_address", "close_code", "close_reason", "groups", "home", "last_activity",
+        "out", "owner", "phase", "session", "shared", "sock", "ws", "wsid",
+    )
+
+    def __init__(
+        self, owner: SocketOwner, wsid: str, sock: socket.socket, client_address: str,
+        class_name: str, *, buffer_limit: int,
+    ) -> None:
+        self.owner = owner
+        self.wsid = wsid
+        self.sock = sock
+        self.client_address = client_address
+        self.class_name = class_name
+        self.out = SendBuffer(sock, limit=buffer_limit)
+        self.phase = Phase.QUEUED
+        #: The link of the worker serving the socket, while that worker must hear of its
+        #: end; None once it knows (it asked for the close, refused, or is gone).
+        self.home: GatewayLink | None = None
+        self.shared = True
+        self.binary = False
+        self.ws: Connection | None = None
+        #: The CSP session id (CSPSESSIONID cookie), announced with the socket.
+        self.session = ""
+        #: When a message last went either way (the session timeout counts from it).
+        self.last_activity = trio.current_time()
+        #: The groups the socket belongs to (None until it joins one: most never do).
+        self.groups: set[str] | None = None
+        self.close_code = 1006
+        self.close_reason = ""
+        self._handshake: _Handshake | None = _Handshake()
+        self._reader_scope: trio.CancelScope | None = None
+        self._drain_running = False
+
+    @property
+    def mode(self) -> str:
+        """``shared`` or ``private`` (IRIS: SharedConnection 1 or 0)."""
+        return "shared" if self.shared else "private"
+
+    def _enter(self, step: Step) -> Phase:
+        """Make one move of :data:`TRANSITIONS`; return the phase it left."""
+        before = self.phase
+        try:
+            self.phase = TRANSITIONS[(before, step)]
+        except KeyError:
+            raise RuntimeError(f"wsid={self.wsid}: no move {step.value} from "
+                               f"{before.value}") from None
+        return before
+
+    # --- the handshake -----------------------------------------------------------------
+
+    def opening(self, link: GatewayLink) -> None:
+        """``Open`` (or ``Adopt``) goes to ``link``'s worker, which becomes its home."""
+        self._enter(Step.OPEN_SENT)
+        self.home = link
+        link.sockets.add(self.wsid)
+        assert self._handshake is not None
+        self._handshake.reply = None
+        self._handshake.reply_ready = trio.Event()
+
+    def leave_home(self) -> None:
+        """The home worker is gone or knows the socket's end: tell it nothing more."""
+        if self.home is not None:
+            self.home.sockets.discard(self.wsid)
+            self.home = None
+
+    def answered(self, reply: Accept | Reject | Handoff | None) -> None:
+        """The worker's answer to ``Open`` (None: no answer will come, the worker is gone)."""
+        if self._handshake is not None:
+            self._handshake.reply = reply
+            self._handshake.reply_ready.set()
+
+    async def wait_answer(self, timeout_s: float) -> Accept | Reject | Handoff | None:
+        """The worker's answer, or None when it did not come within ``timeout_s``."""
+        assert self._handshake is not None
+        with trio.move_on_after(timeout_s):
+            await self._handshake.reply_ready.wait()
+        return self._handshake.reply
+
+    def accept(self, response: bytes, ws: Connection, reply: Accept, trailing: bytes) -> None:
+        """The worker accepted: queue the 101 and what was written meanwhile; open."""
+        handshake = self._handshake
+        assert handshake is not None
+        self._enter(Step.ACCEPTED)
+        self._handshake = None
+        self.shared, self.binary, self.ws = reply.shared, reply.binary, ws
+        self._reader_scope = trio.CancelScope()
+        self.out.push_unchecked(response)
+        for frame, shared_only in handshake.early:
+            if self.shared or not shared_only:  # others may not write to a private socket
+                self.out.push_unchecked(frame)
+        self.owner.socket_opened(self)
+        if handshake.pending_close is not None:
+            self.close(*handshake.pending_close)
+        self.flush()
+        ws.receive_data(trailing)
+
+    def fail(self) -> None:
+        """The handshake failed (refused, timed out, cancelled): forget the socket."""
+        if self.phase in (Phase.QUEUED, Phase.CONNECTING):
+            self._finish(Step.FAILED)
+
+    # --- outbound ----------------------------------------------------------------------
+
+    def queue(self, frame: bytes, *, shared_only: bool = False) -> bool:
+        """Queue an encoded frame; False (and the socket aborted) if the peer is too slow.
+
+        ``shared_only`` frames (writes from other links, group writes) reach a socket
+        still in its handshake only if it turns out shared.
+        """
+        phase = self.phase
+        if phase is Phase.OPEN:
+            try:
+                self.out.push(frame)
+            except SendOverflow as exc:
+                log.warning("wsid=%s dropped: slow client (%s)", self.wsid, exc)
+                self.owner.stats["sockets_dropped"] += 1
+                self.abort(1008, "slow client")
+                return False
+            return True
+        if self._handshake is not None:
+            self._handshake.early.append((frame, shared_only))
+            return True
+        return False
+
+    def flush(self) -> None:
+        """Send what the kernel takes now; hand the rest to a drain task."""
+        if self._drain_running or self.out.try_send():
+            return
+        self._drain_running = True
+        self.owner.spawn(self._drain)
+
+    async def _drain(self) -> None:
+        try:
+            await self.out.drain()
+        except (trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self._drain_running = False
+
+    # --- closing -----------------------------------------------------------------------
+
+    def close(self, code: int, reason: str) -> bool:
+        """Close from the server side (RFC 6455 section 7.1.2); False if already closing.
+
+        Before the 101 the close is carried out right after it. The Registry hears of
+        it now, not when the browser has answered, so that OpenServer elsewhere fails at
+        once instead of writing into the void.
+        """
+        if self._handshake is not None:
+            if self._handshake.pending_close is not None:
+                return False
+            self._handshake.pending_close = (code, reason)
+            return True
+        if self.phase is not Phase.OPEN or self.ws is None:
+            return False
+        self.close_code, self.close_reason = code, reason
+        if self.ws.state is ConnectionState.OPEN:
+            self.out.push_unchecked(self.ws.send(CloseConnection(code=code, reason=reason)))
+        self._enter(Step.CLOSE)
+        self.owner.socket_closing(self)
+        self._cancel_reader(CLOSE_TIMEOUT_S)
+        self.flush()
+        return True
+
+    def abort(self, code: int, reason: str) -> None:
+        """Hang up at once (no closing handshake): a slow or broken peer."""
+        if self.phase not in (Phase.OPEN, Phase.CLOSING):
+            return
+        self.close_code, self.close_reason = code, reason
+        self.out.closed = True  # nothing more is sent: the peer is not reading
+        self._finish(Step.ABORT)
+        self._cancel_reader(0)
+
+    def _cancel_reader(self, after_s: float) -> None:
+        if self._reader_scope is not None:
+            self._reader_scope.deadline = min(
+                self._reader_scope.deadline, trio.current_time() + after_s
+            )
+
+    def _finish(self, step: Step) -> None:
+        """Move to CLOSED and forget the socket everywhere, exactly once."""
+        if self.phase is Phase.CLOSED:
+            return
+        if self._enter(step) in _ANNOUNCED:  # CLOSING has announced it already
+            self.owner.socket_closing(self)
+        self.owner.socket_finished(self)
+        self.out.try_send()  # a last close frame, if the kernel takes it
+        self.out.closed = True
+
+    # --- inbound -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read the open socket until it closes; then forget it and close its TCP socket."""
+        try:
+            assert self._reader_scope is not None
+            with self._reader_scope:
+                await self._read_loop()
+        except (trio.ClosedResourceError, OSError):
+            pass
+        except Exception:
+            log.exception("wsid=%s internal error", self.wsid)
+        finally:
+            if self.phase is Phase.CLOSING:  # the browser never answered our close
+                self._finish(Step.ABORT)
+            elif self.phase is Phase.OPEN:
+                self._finish(Step.BROWSER_CLOSED)
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
+
+    async def _read_loop(self) -> None:
+        ws = self.ws
+        assert ws is not None
+        owner = self.owner
+        stats = owner.stats
+        limit = owner.max_message_bytes
+        parts: list[bytes] = []
+        size = 0
+        reads = 0
+        while True:
+            for event in ws.events():
+                if isinstance(event, TextMessage | BytesMessage):
+                    if self.phase is not Phase.OPEN:
+                        continue  # data after our close frame is discarded (RFC 6455 7.1.2)
+                    chunk = event.data.encode() if isinstance(event, TextMessage) else event.data
+                    size += len(chunk)
+                    if size > limit:
+                        parts, size = [], 0
+                        stats["messages_too_big"] += 1
+                        log.info("wsid=%s closed: message over %d bytes", self.wsid, limit)
+                        self.close(1009, f"message too big (limit {limit} bytes)")
+                        continue
+                    parts.append(bytes(chunk))
+                    self.last_activity = trio.current_time()
+                    if event.message_finished:
+                        payload = parts[0] if len(parts) == 1 else b"".join(parts)
+                        parts, size = [], 0
+                        owner.forward(self, isinstance(event, BytesMessage), payload)
+                elif isinstance(event, Ping):
+                    self.out.push_unchecked(ws.send(event.response()))
+                    self.flush()
+                elif isinstance(event, CloseConnection):
+                    self._browser_closed(ws, event)
+                    return
+            if ws.state is ConnectionState.CLOSED:
+                self._finish(Step.BROWSER_CLOSED)
+                return
+            reads += 1
+            if reads % READS_PER_YIELD == 0:
+                await trio.lowlevel.checkpoint()
+            data = await receive_some(self.sock, checkpoint=False)
+            stats["bytes_in"] += len(data)
+            ws.receive_data(data or None)
+
+    def _browser_closed(self, ws: Connection, event: CloseConnection) -> None:
+        if ws.state is ConnectionState.REMOTE_CLOSING:
+            self.out.push_unchecked(ws.send(event.response()))
+        if self.phase is Phase.OPEN:  # the browser closed first
+            self.close_code, self.close_reason = event.code, event.reason or ""
+        self._finish(Step.BROWSER_CLOSED)
