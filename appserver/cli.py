@@ -6,12 +6,15 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
+from functools import partial
 
 from appserver.config import AppServerConfig
 from gateway.link.process import (
     SecretError,
     configure_logging,
+    listen_error,
     load_secret,
     parse_hostport,
     watch_parent,
@@ -84,7 +87,8 @@ def build_config(args: argparse.Namespace) -> AppServerConfig:
 
 
 async def _serve(config: AppServerConfig, class_names: tuple[str, ...],
-                 exit_with_parent: bool, metrics: tuple[str, int] | None) -> None:
+                 exit_with_parent: bool, listener: socket.socket,
+                 metrics: socket.socket | None) -> None:
     import trio
 
     from appserver.supervisor import Supervisor
@@ -92,9 +96,9 @@ async def _serve(config: AppServerConfig, class_names: tuple[str, ...],
     supervisor = Supervisor(config, class_names)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            host, port = await nursery.start(supervisor.serve)
+            host, port = await nursery.start(partial(supervisor.serve, listener=listener))
             if metrics is not None:  # printed first: `listening on` is the ready line
-                m_host, m_port = await nursery.start(supervisor.serve_metrics, *metrics)
+                m_host, m_port = await nursery.start(supervisor.serve_metrics, metrics)
                 print(f"wsgate appserver: metrics at http://{m_host}:{m_port}/metrics",
                       flush=True)
             print(f"wsgate appserver: listening on {host}:{port} ({config.workers} workers, "
@@ -117,6 +121,7 @@ def run_appserver(args: argparse.Namespace) -> int:
     import trio
 
     from appserver.classes import ClassLoadError, load_classes
+    from gateway.link.net import listen_tcp
     from store.migrations import migrate_file
 
     try:
@@ -126,6 +131,17 @@ def run_appserver(args: argparse.Namespace) -> int:
     except (ValueError, SecretError, ClassLoadError) as exc:
         print(f"wsgate appserver: {exc}", flush=True)
         return 2
+    # Bound before trio starts, so that a busy port is one line, not a traceback.
+    listeners: list[socket.socket] = []
+    for host, port in [(config.host, config.port), *([metrics] if metrics else [])]:
+        try:
+            listeners.append(listen_tcp(host, port))
+        except OSError as exc:
+            for bound in listeners:
+                bound.close()
+            print(f"wsgate: {listen_error(host, port, exc)}", flush=True)
+            return 2
     migrate_file(config.db)  # once, before any worker opens the file
-    trio.run(_serve, config, tuple(sorted(classes)), args.exit_with_parent, metrics)
+    trio.run(_serve, config, tuple(sorted(classes)), args.exit_with_parent, listeners[0],
+             listeners[1] if metrics else None)
     return 0

@@ -1,68 +1,89 @@
 """The app server's /metrics: workers busy and idle, sockets, and the store's commits.
 
 Each worker reports its counters to the supervisor once a second over the control
-socket; the supervisor serves them, summed, in the Prometheus text format.
+socket; the supervisor's collector sums them at scrape time, and prometheus-client
+renders them (one registry per process).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import h11
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from gateway.link.httpserver import Response, serve_http
 
 if TYPE_CHECKING:
     from appserver.supervisor import Supervisor
 
-__all__ = ["render_metrics", "serve_metrics"]
+__all__ = ["SupervisorCollector", "metrics_registry", "serve_metrics"]
 
 
-def render_metrics(supervisor: Supervisor) -> str:
-    """Prometheus text exposition of the supervisor's view of its workers."""
-    workers = [w for w in supervisor.workers.values() if w.alive]
-    busy = sum(1 for w in workers if w.links)
-    totals = {"sockets": 0.0, "commits": 0.0, "writes": 0.0, "commit_seconds": 0.0}
-    for worker in workers:
-        for key in totals:
-            totals[key] += worker.stats.get(key, 0)
-    for key in ("commits", "writes", "commit_seconds"):  # counters include the departed
-        totals[key] += supervisor.departed.get(key, 0)
-    lines = [
-        "# HELP wsgate_appserver_workers Worker processes, busy (serving a link) or idle.",
-        "# TYPE wsgate_appserver_workers gauge",
-        f'wsgate_appserver_workers{{state="busy"}} {busy}',
-        f'wsgate_appserver_workers{{state="idle"}} {len(workers) - busy}',
-        "# HELP wsgate_appserver_workers_max Most worker processes (--max-workers).",
-        "# TYPE wsgate_appserver_workers_max gauge",
-        f"wsgate_appserver_workers_max {supervisor.config.max_workers}",
-        "# HELP wsgate_appserver_sockets Sockets whose server class runs on a worker.",
-        "# TYPE wsgate_appserver_sockets gauge",
-        f"wsgate_appserver_sockets {totals['sockets']:.0f}",
-        "# HELP wsgate_appserver_worker_restarts_total Workers that exited unexpectedly.",
-        "# TYPE wsgate_appserver_worker_restarts_total counter",
-        f"wsgate_appserver_worker_restarts_total {supervisor.restarts}",
-        "# HELP wsgate_appserver_store_commit_seconds Time spent in store commits "
-        "(group commits: one may hold many writes).",
-        "# TYPE wsgate_appserver_store_commit_seconds summary",
-        f"wsgate_appserver_store_commit_seconds_sum {totals['commit_seconds']:.6f}",
-        f"wsgate_appserver_store_commit_seconds_count {totals['commits']:.0f}",
-        "# HELP wsgate_appserver_store_writes_total Writes committed to the store.",
-        "# TYPE wsgate_appserver_store_writes_total counter",
-        f"wsgate_appserver_store_writes_total {totals['writes']:.0f}",
-    ]
-    return "\n".join(lines) + "\n"
+class SupervisorCollector:
+    """The supervisor's view of its workers, summed at scrape time."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        """The samples of one scrape."""
+        supervisor = self.supervisor
+        workers = [w for w in supervisor.workers.values() if w.alive]
+        busy = sum(1 for w in workers if w.links)
+        totals = {"sockets": 0.0, "commits": 0.0, "writes": 0.0, "commit_seconds": 0.0}
+        for worker in workers:
+            for key in totals:
+                totals[key] += worker.stats.get(key, 0)
+        for key in ("commits", "writes", "commit_seconds"):  # counters include the departed
+            totals[key] += supervisor.departed.get(key, 0)
+        states = GaugeMetricFamily("wsgate_appserver_workers",
+                                   "Worker processes, busy (serving a link) or idle.",
+                                   labels=["state"])
+        states.add_metric(["busy"], busy)
+        states.add_metric(["idle"], len(workers) - busy)
+        yield states
+        yield GaugeMetricFamily("wsgate_appserver_workers_max",
+                                "Most worker processes (--max-workers).",
+                                value=supervisor.config.max_workers)
+        yield GaugeMetricFamily("wsgate_appserver_sockets",
+                                "Sockets whose server class runs on a worker.",
+                                value=totals["sockets"])
+        yield CounterMetricFamily("wsgate_appserver_worker_restarts",
+                                  "Workers that exited unexpectedly.",
+                                  value=supervisor.restarts)
+        yield SummaryMetricFamily("wsgate_appserver_store_commit_seconds",
+                                  "Time spent in store commits (group commits: one may hold "
+                                  "many writes).", count_value=int(totals["commits"]),
+                                  sum_value=totals["commit_seconds"])
+        yield CounterMetricFamily("wsgate_appserver_store_writes",
+                                  "Writes committed to the store.", value=totals["writes"])
 
 
-async def serve_metrics(supervisor: Supervisor, sock: socket.socket, client: str) -> None:
+def metrics_registry(supervisor: Supervisor) -> CollectorRegistry:
+    """This process's metrics registry: the supervisor's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SupervisorCollector(supervisor))
+    return registry
+
+
+async def serve_metrics(supervisor: Supervisor, registry: CollectorRegistry,
+                        sock: socket.socket, client: str) -> None:
     """Serve /metrics (and /healthz) on one connection."""
 
     def route(request: h11.Request) -> Response:
         path = request.target.split(b"?", 1)[0]
         if path == b"/metrics":
-            return Response(200, render_metrics(supervisor).encode(),
-                            "text/plain; version=0.0.4; charset=utf-8")
+            return Response(200, generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4)
         if path == b"/healthz":
             ready = sum(1 for w in supervisor.workers.values() if w.alive)
             return Response.json(200 if ready else 503, {"workers": ready})

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import trio
 
 from appserver.config import AppServerConfig
+from appserver.metrics import metrics_registry, serve_metrics
 from gateway.link.connection import LinkConnection
 from gateway.link.driver import HANDSHAKE_TIMEOUT_S, accept_link
 from gateway.link.errors import LinkAuthError, LinkProtocolError
@@ -135,12 +136,10 @@ class Supervisor:
         })
 
     async def serve_metrics(
-        self, host: str, port: int, *, task_status: trio.TaskStatus[tuple[str, int]]
+        self, listener: socket.socket, *, task_status: trio.TaskStatus[tuple[str, int]]
     ) -> None:
-        """Serve /metrics on ``host:port`` until cancelled; report the bound address."""
-        from appserver.metrics import serve_metrics
-
-        listener = listen_tcp(host, port)
+        """Serve /metrics on ``listener`` until cancelled; report the bound address."""
+        registry = metrics_registry(self)
         try:
             task_status.started(listener.getsockname()[:2])
             async with trio.open_nursery() as nursery:
@@ -151,13 +150,18 @@ class Supervisor:
                     except BlockingIOError:
                         continue
                     sock.setblocking(False)
-                    nursery.start_soon(serve_metrics, self, sock, address[0])
+                    nursery.start_soon(serve_metrics, self, registry, sock, address[0])
         finally:
             listener.close()
 
-    async def serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
-        """Start the workers, then accept links until cancelled; report the address."""
-        listener = listen_tcp(self.config.host, self.config.port)
+    async def serve(
+        self, *, task_status: trio.TaskStatus[tuple[str, int]],
+        listener: socket.socket | None = None,
+    ) -> None:
+        """Start the workers, then accept links (on ``listener`` when the caller bound
+        it) until cancelled; report the address."""
+        if listener is None:
+            listener = listen_tcp(self.config.host, self.config.port)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

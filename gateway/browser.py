@@ -9,8 +9,9 @@ rule: a move missing from the table is a bug, and raises). Its methods own the m
   was told the socket exists (the Registry), so it must hear of its end.
 * ``OPEN``: the gateway answered 101; :meth:`run` reads the browser's frames and
   forwards whole messages to the socket's worker (its *home* link).
-* ``CLOSING``: the gateway sent its close frame (RFC 6455 section 7.1.2) and waits, at
-  most :data:`CLOSE_TIMEOUT_S`, for the browser's.
+* ``CLOSING``: nothing more goes out. The gateway sent its close frame (RFC 6455
+  section 7.1.2) and waits, at most :data:`CLOSE_TIMEOUT_S`, for the browser's; or it
+  hangs up on the browser (:meth:`BrowserSocket.abort`) and the reader ends at once.
 * ``CLOSED``: forgotten everywhere; the TCP socket is closed.
 
 Outbound frames are encoded once by the caller (:mod:`gateway.wsframe`) and queued with
@@ -79,7 +80,7 @@ TRANSITIONS: dict[tuple[Phase, Step], Phase] = {
     (Phase.CONNECTING, Step.FAILED): Phase.CLOSED,
     (Phase.OPEN, Step.CLOSE): Phase.CLOSING,
     (Phase.OPEN, Step.BROWSER_CLOSED): Phase.CLOSED,
-    (Phase.OPEN, Step.ABORT): Phase.CLOSED,
+    (Phase.OPEN, Step.ABORT): Phase.CLOSING,  # the reader ends at once, then CLOSED
     (Phase.CLOSING, Step.BROWSER_CLOSED): Phase.CLOSED,
     (Phase.CLOSING, Step.ABORT): Phase.CLOSED,
 }
@@ -299,12 +300,17 @@ class BrowserSocket:
         return True
 
     def abort(self, code: int, reason: str) -> None:
-        """Hang up at once (no closing handshake): a slow or broken peer."""
-        if self.phase not in (Phase.OPEN, Phase.CLOSING):
+        """Hang up at once (no closing handshake): a slow or broken peer.
+
+        The reader task ends the socket: a broadcast may be iterating over the group
+        this socket belongs to, so it is not forgotten here.
+        """
+        if self.phase is not Phase.OPEN:
             return
         self.close_code, self.close_reason = code, reason
         self.out.closed = True  # nothing more is sent: the peer is not reading
-        self._finish(Step.ABORT)
+        self._enter(Step.ABORT)
+        self.owner.socket_closing(self)
         self._cancel_reader(0)
 
     def _cancel_reader(self, after_s: float) -> None:
@@ -336,7 +342,7 @@ class BrowserSocket:
         except Exception:
             log.exception("wsid=%s internal error", self.wsid)
         finally:
-            if self.phase is Phase.CLOSING:  # the browser never answered our close
+            if self.phase is Phase.CLOSING:  # no answer to our close, or we hung up
                 self._finish(Step.ABORT)
             elif self.phase is Phase.OPEN:
                 self._finish(Step.BROWSER_CLOSED)

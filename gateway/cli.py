@@ -6,15 +6,18 @@ import argparse
 import ipaddress
 import logging
 import signal
+import socket
 import sys
 from argparse import ArgumentParser as ArgParser
 from collections.abc import Callable
+from functools import partial
 
 from gateway.config import GatewayConfig, new_gateway_id
 from gateway.link.codec import MAX_PAYLOAD_BYTES
 from gateway.link.process import (
     SecretError,
     configure_logging,
+    listen_error,
     load_secret,
     parse_hostport,
     raise_file_limit,
@@ -85,7 +88,8 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
     return config
 
 
-async def _serve_gateway(config: GatewayConfig, exit_with_parent: bool) -> None:
+async def _serve_gateway(config: GatewayConfig, listener: socket.socket,
+                         exit_with_parent: bool) -> None:
     import trio
 
     from gateway.gateway import Gateway
@@ -93,7 +97,7 @@ async def _serve_gateway(config: GatewayConfig, exit_with_parent: bool) -> None:
     gateway = Gateway(config)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            host, port = await nursery.start(gateway.serve)
+            host, port = await nursery.start(partial(gateway.serve, listener=listener))
             shown = f"[{host}]" if ":" in host else host
             print(f"wsgate gateway: serving http://{shown}:{port}/ (gateway {gateway.id}, "
                   f"app server {config.appserver[0]}:{config.appserver[1]})", flush=True)
@@ -116,13 +120,16 @@ def run_gateway(args: argparse.Namespace) -> int:
     except (ValueError, SecretError) as exc:
         print(f"wsgate gateway: {exc}", flush=True)
         return 2
+    from gateway.link.net import listen_tcp  # imports trio, which `wsgate run` never needs
+
+    try:  # bound before trio starts, so that a busy port is one line, not a traceback
+        listener = listen_tcp(config.host, config.port)
+    except OSError as exc:
+        print(f"wsgate: {listen_error(config.host, config.port, exc)}", flush=True)
+        return 2
     import trio
 
-    try:
-        trio.run(_serve_gateway, config, args.exit_with_parent)
-    except OSError as exc:
-        print(f"wsgate gateway: cannot serve on {args.host}:{args.port}: {exc}", flush=True)
-        return 1
+    trio.run(_serve_gateway, config, listener, args.exit_with_parent)
     return 0
 
 

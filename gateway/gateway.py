@@ -42,6 +42,7 @@ from gateway.link.events import (
 from gateway.link.net import listen_tcp
 from gateway.pool import GatewayLink, LinkPool
 from gateway.routes import serve_connection
+from gateway.status import metrics_registry
 from gateway.table import ConnectionTable
 from gateway.wsframe import encode_message
 
@@ -65,6 +66,8 @@ class Gateway:
             gateway_id=config.gateway_id,
         )
         self.stats: Counter[str] = Counter()
+        #: This process's Prometheus registry, read at scrape time.
+        self.metrics = metrics_registry(self)
         self._ids = itertools.count(1)
         self._dirty: set[BrowserSocket] = set()
         self._nursery: trio.Nursery | None = None
@@ -154,9 +157,14 @@ class Gateway:
 
     # --- serving ----------------------------------------------------------------------
 
-    async def serve(self, *, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
-        """Listen, keep the links up and serve until cancelled; report the bound address."""
-        listener = listen_tcp(self.config.host, self.config.port)
+    async def serve(
+        self, *, task_status: trio.TaskStatus[tuple[str, int]],
+        listener: socket.socket | None = None,
+    ) -> None:
+        """Listen (on ``listener`` when the caller bound it), keep the links up and serve
+        until cancelled; report the bound address."""
+        if listener is None:
+            listener = listen_tcp(self.config.host, self.config.port)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery

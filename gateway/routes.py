@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import h11
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from client import load_assets
 from gateway.handshake import open_websocket
 from gateway.link.httpserver import Response, send_response, serve_http
-from gateway.status import render_metrics, render_status_html, status_snapshot
+from gateway.status import render_status_html, status_snapshot
 
 if TYPE_CHECKING:
     from gateway.gateway import Gateway
@@ -99,8 +101,7 @@ def route(gw: Gateway, request: h11.Request, client_host: str) -> Response:
             return Response.text(403, f"{path} is served to loopback clients only "
                                       "(see --status-allow)")
         if path == "/metrics":
-            return Response(200, render_metrics(gw).encode(),
-                            "text/plain; version=0.0.4; charset=utf-8")
+            return Response(200, generate_latest(gw.metrics), CONTENT_TYPE_PLAIN_0_0_4)
         snapshot = status_snapshot(gw)
         wants_html = "html" in parse_qs(target.query).get("format", []) or (
             "text/html" in _header(request, b"accept")

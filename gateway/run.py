@@ -18,12 +18,13 @@ import re
 import secrets
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
 from types import FrameType
 
-from gateway.link.process import configure_logging
+from gateway.link.process import configure_logging, listen_error
 
 __all__ = ["add_arguments", "run"]
 
@@ -36,7 +37,28 @@ _GATEWAY_READY = re.compile(r"^wsgate gateway: serving (\S+) ")
 
 
 class LaunchError(Exception):
-    """A child process did not start."""
+    """A child process did not start; ``code`` is the exit status to give."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _check_port(host: str, port: int) -> str:
+    """Why the gateway could not listen on ``host:port`` ("" if it can), found before
+    any process starts: a busy port is then one line, not the app server's start and
+    stop."""
+    if port == 0:
+        return ""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            probe.listen(1)
+        except OSError as exc:
+            return listen_error(host, port, exc)
+    return ""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -153,7 +175,10 @@ def _wait_ready(child: Child, ready: re.Pattern[str]) -> str:
     finally:
         selector.close()
     child.process.kill()
-    raise LaunchError(f"the {child.name} did not start (exit code {child.process.wait()})")
+    code = child.process.wait()
+    # Exit code 2: the child explained itself (a usage error, a busy port) on its stdout.
+    raise LaunchError(f"the {child.name} did not start (exit code {code})",
+                      code=2 if code == 2 else 1)
 
 
 def _supervise(children: list[Child], signals_fd: int) -> int:
@@ -191,6 +216,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("wsgate run: --workers must be at least 1", flush=True)
         return 2
+    busy = _check_port(args.host, args.port)
+    if busy:
+        print(f"wsgate: {busy}", flush=True)
+        return 2
     env = dict(os.environ, WSGATE_SECRET=secrets.token_hex(32))
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
@@ -209,8 +238,9 @@ def run(args: argparse.Namespace) -> int:
               f"gateway pid {gateway.process.pid}); Ctrl-C stops both", flush=True)
         return _supervise(children, wake_read)
     except LaunchError as exc:
-        print(f"wsgate run: {exc}", flush=True)
-        return 1
+        if exc.code != 2:
+            print(f"wsgate run: {exc}", flush=True)
+        return exc.code
     finally:
         for child in reversed(children):
             child.stop()

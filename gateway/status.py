@@ -1,16 +1,25 @@
-"""The Web Gateway's System Status (JSON for tools, HTML for people) and its metrics."""
+"""The Web Gateway's System Status (JSON for tools, HTML for people) and its metrics
+(through prometheus-client: one registry per process, read at scrape time)."""
 
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
     from gateway.gateway import Gateway
 
-__all__ = ["render_metrics", "render_status_html", "status_snapshot"]
+__all__ = [
+    "GatewayCollector",
+    "metrics_registry",
+    "render_status_html",
+    "status_snapshot",
+]
 
 
 def status_snapshot(gw: Gateway) -> dict[str, Any]:
@@ -74,26 +83,12 @@ def render_status_html(snapshot: dict[str, Any]) -> str:
     )
 
 
-def render_metrics(gw: Gateway) -> str:
-    """Prometheus text exposition of the gateway's counters and gauges."""
-    snapshot = status_snapshot(gw)
-    counts = snapshot["sockets"]
-    lines = [
-        "# HELP wsgate_gateway_sockets Open browser sockets by mode.",
-        "# TYPE wsgate_gateway_sockets gauge",
-        f'wsgate_gateway_sockets{{mode="shared"}} {counts["shared"]}',
-        f'wsgate_gateway_sockets{{mode="private"}} {counts["private"]}',
-        f'wsgate_gateway_sockets{{mode="handshaking"}} {counts["handshaking"]}',
-        "# HELP wsgate_gateway_links Links to app-server workers that are up.",
-        "# TYPE wsgate_gateway_links gauge",
-        f"wsgate_gateway_links {len(snapshot['links'])}",
-        "# HELP wsgate_gateway_link_queued_bytes Bytes queued towards each worker.",
-        "# TYPE wsgate_gateway_link_queued_bytes gauge",
-        *(f'wsgate_gateway_link_queued_bytes{{link="{link["link"]}",'
-          f'worker_pid="{link["worker_pid"]}"}} {link["queued_bytes"]}'
-          for link in snapshot["links"]),
-    ]
-    counters = {
+class GatewayCollector:
+    """The gateway's metrics, read from its counters and its table at scrape time (the
+    send path only bumps plain counters)."""
+
+    #: Counter names (``wsgate_gateway_<name>_total``) and their help.
+    COUNTERS: ClassVar[dict[str, str]] = {
         "frames_in": "Messages received from browsers.",
         "frames_out": "Messages sent to browsers.",
         "bytes_in": "Bytes received from browsers.",
@@ -106,8 +101,35 @@ def render_metrics(gw: Gateway) -> str:
         "messages_too_big": "Sockets closed with 1009 for an oversized message.",
         "writes_dropped": "Writes for sockets that were gone or not the writer's.",
     }
-    for key, help_text in counters.items():
-        name = f"wsgate_gateway_{key}_total"
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter",
-                  f"{name} {gw.stats[key]}"]
-    return "\n".join(lines) + "\n"
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def collect(self) -> Iterator[Metric]:
+        """The samples of one scrape."""
+        snapshot = status_snapshot(self.gw)
+        counts = snapshot["sockets"]
+        sockets = GaugeMetricFamily("wsgate_gateway_sockets", "Open browser sockets by mode.",
+                                    labels=["mode"])
+        for mode in ("shared", "private", "handshaking"):
+            sockets.add_metric([mode], counts[mode])
+        yield sockets
+        yield GaugeMetricFamily("wsgate_gateway_links", "Links to app-server workers that are up.",
+                                value=len(snapshot["links"]))
+        queued = GaugeMetricFamily("wsgate_gateway_link_queued_bytes",
+                                   "Bytes queued towards each worker.",
+                                   labels=["link", "worker_pid"])
+        for link in snapshot["links"]:
+            queued.add_metric([str(link["link"]), str(link["worker_pid"])],
+                              link["queued_bytes"])
+        yield queued
+        for key, help_text in self.COUNTERS.items():
+            yield CounterMetricFamily(f"wsgate_gateway_{key}", help_text,
+                                      value=self.gw.stats[key])
+
+
+def metrics_registry(gw: Gateway) -> CollectorRegistry:
+    """This process's metrics registry: the gateway's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(gw))
+    return registry

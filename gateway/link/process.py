@@ -22,6 +22,7 @@ __all__ = [
     "LOG_FORMAT",
     "SecretError",
     "configure_logging",
+    "listen_error",
     "load_secret",
     "parse_hostport",
     "raise_file_limit",
@@ -71,6 +72,13 @@ def load_secret(secret_file: str | None) -> bytes:
             "(wsgate run makes one for you)"
         )
     return env.encode()
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """One line saying why ``host:port`` cannot be listened on (for a command's output)."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    shown = f"[{host}]" if ":" in host else host
+    return f"cannot listen on {shown}:{port}: {reason[:1].lower()}{reason[1:]}"
 
 
 def raise_file_limit() -> None:
