@@ -230,13 +230,15 @@ class Supervisor:
         return worker
 
     async def _watch(self, worker: WorkerProcess) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._read_control, worker)
-            code = await worker.process.wait()
-            nursery.cancel_scope.cancel()
-        worker.alive = False
-        worker.ready.set()
-        worker.ctrl.close()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_control, worker)
+                code = await worker.process.wait()
+                nursery.cancel_scope.cancel()
+        finally:  # cancelled too (the supervisor stopping): the control socket goes
+            worker.alive = False
+            worker.ready.set()
+            worker.ctrl.close()
         self.workers.pop(worker.pid, None)
         for key, value in worker.stats.items():
             self.departed[key] = self.departed.get(key, 0) + value

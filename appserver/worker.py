@@ -110,37 +110,42 @@ async def _report_stats(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
         await trio.sleep(STATS_INTERVAL_S)
 
 
-async def _serve(runtime: WorkerRuntime, ctrl: socket.socket, *, signals: bool) -> None:
+async def _serve(runtime: WorkerRuntime, ctrl: socket.socket,
+                 stop_requests: AsyncIterator[object] | None,
+                 task_status: trio.TaskStatus[WorkerRuntime]) -> None:
     ctrl.setblocking(False)
-    with contextlib.ExitStack() as stack:
-        received = (stack.enter_context(trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT))
-                    if signals else None)
-        async with trio.open_nursery() as nursery:
-            runtime.nursery = nursery
+    async with trio.open_nursery() as nursery:
+        runtime.nursery = nursery
 
-            async def stop() -> None:
-                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_GRACE_S):
-                    await finish_all(runtime)
-                nursery.cancel_scope.cancel()
+        async def stop() -> None:
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_GRACE_S):
+                await finish_all(runtime)
+            nursery.cancel_scope.cancel()
 
-            async def stop_on_signal(signals: AsyncIterator[int]) -> None:
-                async for _ in signals:
-                    await stop()
+        async def stop_when_asked(requests: AsyncIterator[object]) -> None:
+            async for _ in requests:
+                await stop()
 
-            if received is not None:
-                nursery.start_soon(stop_on_signal, received)
-            nursery.start_soon(_report_stats, runtime, ctrl)
-            send_control(ctrl, {"event": "ready", "pid": runtime.pid})
-            await _control_loop(runtime, ctrl, nursery)
-            await stop()
+        if stop_requests is not None:
+            nursery.start_soon(stop_when_asked, stop_requests)
+        nursery.start_soon(_report_stats, runtime, ctrl)
+        task_status.started(runtime)
+        send_control(ctrl, {"event": "ready", "pid": runtime.pid})
+        await _control_loop(runtime, ctrl, nursery)
+        await stop()
 
 
-async def run_worker(config: dict[str, Any], ctrl: socket.socket, *, pid: int | None = None,
-                     signals: bool = True) -> None:
+async def run_worker(
+    config: dict[str, Any], ctrl: socket.socket, *, pid: int | None = None,
+    stop_requests: AsyncIterator[object] | None = None,
+    task_status: trio.TaskStatus[WorkerRuntime] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve as a worker until the supervisor says stop (or goes away).
 
     ``config`` is what the supervisor sends; ``ctrl`` the worker's end of the control
-    socket. Tests run workers in-process with their own ``pid`` and no signal handling.
+    socket; each item of ``stop_requests`` (a process's SIGTERM and SIGINT) stops it
+    gracefully. ``task_status`` reports the runtime once it serves. Tests run workers
+    in-process, each with its own ``pid``.
     """
     store = AsyncStore(ChatStore.open(config["db"], migrate=False))
     runtime = WorkerRuntime(
@@ -149,9 +154,14 @@ async def run_worker(config: dict[str, Any], ctrl: socket.socket, *, pid: int | 
     )
     install_runtime(runtime)
     try:
-        await _serve(runtime, ctrl, signals=signals)
+        await _serve(runtime, ctrl, stop_requests, task_status)
     finally:
         store.close()
+
+
+async def _run_process(config: dict[str, Any], ctrl: socket.socket) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        await run_worker(config, ctrl, stop_requests=signals)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = json.loads(args.config)
     configure_logging(config.get("log_level", "INFO"))
-    trio.run(run_worker, config, socket.socket(fileno=args.control_fd))
+    trio.run(_run_process, config, socket.socket(fileno=args.control_fd))
     return 0
 
 

@@ -27,11 +27,11 @@ Commands, one JSON text message each; every answer is a JSON text message:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from appserver import HandshakeRejected, WebSocket, WebSocketError
+from appserver.context import current_runtime
 from appserver.errors import ClientClosed
 
 
@@ -54,7 +54,7 @@ class Probe(WebSocket):
         directory = self.settings.get("probe-dir")
         if directory:
             with open(Path(directory) / "events.log", "a") as log:
-                log.write(f"{event} {self.WebSocketID} {os.getpid()} {detail}".rstrip() + "\n")
+                log.write(f"{event} {self.WebSocketID} {current_runtime().pid} {detail}".rstrip() + "\n")
 
     async def OnPreServer(self) -> None:
         """Choose the mode from ?mode=; refuse with ?reject=1."""
@@ -67,7 +67,7 @@ class Probe(WebSocket):
         self.late = bool(request.get("late"))
         if request.get("binary"):
             self.BinaryData = 1
-        self.pre_pid = os.getpid()
+        self.pre_pid = current_runtime().pid
         self.record("pre")
 
     async def send(self, value: dict[str, Any]) -> None:
@@ -84,7 +84,7 @@ class Probe(WebSocket):
             self.SharedConnection = 1 - self.SharedConnection
         self.record("server")
         await self.send({"event": "hello", "wsid": self.WebSocketID,
-                         "pre_pid": self.pre_pid, "server_pid": os.getpid(),
+                         "pre_pid": self.pre_pid, "server_pid": current_runtime().pid,
                          "SharedConnection": self.SharedConnection,
                          "SessionId": self.SessionId})
         while True:
@@ -151,7 +151,7 @@ class Probe(WebSocket):
         except WebSocketError as exc:
             return _error(exc)
         return {"ok": True, "SessionId": other.SessionId,
-                "SharedConnection": other.SharedConnection, "pid": os.getpid()}
+                "SharedConnection": other.SharedConnection, "pid": current_runtime().pid}
 
     async def OnPostServer(self) -> None:
         """Record that it ran, where."""

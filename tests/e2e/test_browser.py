@@ -22,7 +22,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]
 #: The README's picture; WSGATE_UPDATE_SCREENSHOT=1 makes the test refresh it.
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot-chat.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot-chat.png"
 XSS = "<img src=x onerror=alert(1)>"
 
 

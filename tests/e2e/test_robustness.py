@@ -11,8 +11,8 @@ from trio_websocket import ConnectionClosed
 
 from tests.conftest import StartRun
 from tests.support import System, open_ws
-from tests.test_bad_input import assert_chatting, bystanders, read_until_closed
-from tests.test_metrics import metric
+from tests.e2e.test_bad_input import assert_chatting, bystanders, read_until_closed
+from tests.e2e.test_metrics import metric
 
 
 def raw_request(system: System, request: bytes) -> bytes:
