@@ -77,12 +77,6 @@ class SocketRegistry:
         """The CSP session id the socket was opened with ("" if none)."""
         return self._sessions.get(wsid, "")
 
-    def forget_gateway(self, gateway: str) -> None:
-        """Drop everything about a gateway that restarted or went away."""
-        self._highest.pop(gateway, None)
-        for wsid in [w for w in self._states if w.startswith(gateway + "-")]:
-            self.mark_closed(wsid)
-
     def lookup(self, wsid: str) -> Lookup:
         """The state of ``wsid`` as far as this worker knows."""
         state = self._states.get(wsid)

@@ -142,12 +142,6 @@ class ChatStore:
         """Record the mode a connection finally runs in."""
         self._write("UPDATE connections SET mode = ? WHERE wsid = ?", (mode, wsid))
 
-    def connection_room(self, wsid: str) -> str | None:
-        """The room a connection joined, or None if it is not open."""
-        row = self.db.execute("SELECT room FROM connections WHERE wsid = ?",
-                              (wsid,)).fetchone()
-        return None if row is None else str(row[0])
-
     # ^Chat.Users
     def set_alias(self, wsid: str, alias: str, room: str = "default") -> None:
         """Name a socket's user. A rename replaces the name and keeps the join position."""
@@ -167,11 +161,6 @@ class ChatStore:
         """Aliases of a room's users, in join order."""
         rows = self.db.execute("SELECT alias FROM users WHERE room = ? ORDER BY id", (room,))
         return [row[0] for row in rows.fetchall()]
-
-    def alias(self, wsid: str) -> str | None:
-        """``$get(^Chat.Users(wsid))``."""
-        row = self.db.execute("SELECT alias FROM users WHERE wsid = ?", (wsid,)).fetchone()
-        return None if row is None else str(row[0])
 
     # ^Chat.Messages
     def add_message(self, raw: str, *, wsid: str = "", room: str = "default",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import Callable
 
 import trio
 
@@ -119,17 +118,14 @@ class SendBuffer:
     bounds memory instead of growing it.
     """
 
-    __slots__ = ("_chunks", "_size", "_sock", "closed", "limit", "on_gone")
+    __slots__ = ("_chunks", "_size", "_sock", "closed", "limit")
 
-    def __init__(
-        self, sock: socket.socket, *, limit: int, on_gone: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, sock: socket.socket, *, limit: int) -> None:
         self._sock = sock
         self._chunks: list[bytes] = []
         self._size = 0
         self.limit = limit
         self.closed = False
-        self.on_gone = on_gone
 
     @property
     def pending(self) -> int:
@@ -182,5 +178,3 @@ class SendBuffer:
         self.closed = True
         self._chunks.clear()
         self._size = 0
-        if self.on_gone is not None:
-            self.on_gone()

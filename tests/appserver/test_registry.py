@@ -36,6 +36,3 @@ def test_unannounced_ids_are_closed_below_the_highest_and_unknown_above() -> Non
     assert reg.lookup("g-3") is Lookup.CLOSED
     assert reg.lookup("g-6") is Lookup.UNKNOWN
     assert reg.lookup("other-1") is Lookup.UNKNOWN
-    reg.forget_gateway("g")
-    assert reg.lookup("g-3") is Lookup.UNKNOWN
-    assert reg.lookup("g-5") is Lookup.UNKNOWN

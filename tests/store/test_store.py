@@ -76,7 +76,7 @@ def test_rooms_scope_connections_users_and_messages(store: ChatStore) -> None:
     assert store.connections("red", mode="shared") == ["g-1"]
     assert store.userlist("blue") == ["bob"]
     assert [(m.id, m.raw) for m in store.messages_after("red", 0)] == [(1, "r1")]
-    assert store.connection_room("g-2") == "blue"
+    assert store.connections("blue") == ["g-2"]
     assert store.remove_connection("g-2")
     assert not store.remove_connection("g-2")
 
