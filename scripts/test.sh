@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, command 2: install everything the tests need and run them all:
-# ruff, mypy (strict) and pytest, browser tests included. Arguments go to pytest.
+# ruff, mypy (strict) and pytest (with coverage), browser tests included. Arguments go
+# to pytest.
 #   ./scripts/test.sh
 #   ./scripts/test.sh -k chat -x
 set -euo pipefail
@@ -28,5 +29,12 @@ echo "== ruff" >&2
 "$VENV/bin/ruff" check .
 echo "== mypy (strict)" >&2
 "$VENV/bin/mypy"
-echo "== pytest" >&2
-exec "$VENV/bin/pytest" "$@"
+echo "== pytest (with branch coverage, subprocesses included)" >&2
+rm -f .coverage .coverage.*
+status=0
+"$VENV/bin/pytest" --cov --cov-report=term:skip-covered "$@" || status=$?
+echo "== coverage by package (lines and branches)" >&2
+for package in gateway appserver store; do
+  echo "  $package/: $("$VENV/bin/coverage" report --format=total --include="$package/*")%"
+done
+exit $status
