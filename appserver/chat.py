@@ -78,8 +78,16 @@ def chat_event(row: ChatMessage) -> dict[str, Any]:
     stored = json.loads(row.raw)
     # Fix: only Message and Author are relayed, so a client cannot forge other keys.
     # Sent is when the message was stored: the same for pushed and polled deliveries.
+    # Id (an addition): the message's number in its room, what ?since= counts.
     return {"Message": stored["Message"], "Author": stored.get("Author", "unknown"),
-            "Type": "Chat", "Sent": row.sent}
+            "Type": "Chat", "Sent": row.sent, "Id": row.seq}
+
+
+def _since(value: str | None, default: int) -> int:
+    """``?since=N``: the last message number a reconnecting page showed."""
+    if value is not None and value.isdigit():
+        return int(value)
+    return default
 
 
 def _userlist(users: list[str]) -> dict[str, Any]:
@@ -98,7 +106,13 @@ class ChatServer(WebSocket):
     def __init__(self) -> None:
         super().__init__()
         self.room = "default"
-        self._seen_id = 0  # private mode: the last message delivered by polling
+        #: The number of the room's last message this socket has (its page said so
+        #: with ?since=, or it was the last one when the socket opened). Private mode
+        #: polls from here; shared mode catches up from here.
+        self._seen_id = 0
+        #: The room's last message when the socket joined: shared mode sends the ones
+        #: after _seen_id up to this one (what a reconnecting page missed).
+        self._joined_at = 0
         self._users: list[str] = []  # the last user list this socket was sent
 
     async def OnPreServer(self) -> None:
@@ -113,10 +127,14 @@ class ChatServer(WebSocket):
         # broadcasts and the user list.
         self.room = ((request.get("room") if request else None) or "default")[:64]
         if self.WebSocketID:
-            await self.store.write(ChatStore.add_connection, self.WebSocketID, self.room,
-                                 mode, self.GWClientAddress)
+            last = await self.store.write(ChatStore.add_connection, self.WebSocketID,
+                                          self.room, mode, self.GWClientAddress)
+            self._joined_at = last
+            self._seen_id = min(_since(request.get("since") if request else None, last), last)
             if self.SharedConnection:
-                await self.join_group(self.group_name)
+                # From the message after the last one this page has: those up to
+                # _joined_at come from Server(), the later ones from the group, in order.
+                await self.join_group(self.group_name, since=self._seen_id)
         else:
             await self.store.write(ChatStore.log_error, "no websocketid defined")
 
@@ -141,17 +159,15 @@ class ChatServer(WebSocket):
         return float(self.settings.get("read-timeout", READ_TIMEOUT_S))
 
     async def Server(self) -> None:
-        """Status to this socket, then read and dispatch until the client closes."""
+        """Status to this socket, then read and dispatch until the client closes.
+
+        A resumed socket (its worker was lost) picks up where it was: no second Status,
+        no user list it has already; the messages it had not acknowledged arrive again
+        and are stored once.
+        """
         private = not self.SharedConnection
-        if private:  # also when the gateway's Registry forced a shared request private
-            await self.store.write(ChatStore.set_connection_mode, self.WebSocketID, "private")
-            self._seen_id = await self.store.run(ChatStore.last_message_id, self.room)
-        await self.StatusUpdate(self.WebSocketID)
-        # Fix: a new socket gets the current user list (the tutorial's page showed an
-        # empty ONLINE USERS until somebody's alias changed).
-        self._users = await self.store.run(ChatStore.userlist, self.room)
-        if self._users:
-            await self.Write(_json(_userlist(self._users)))
+        if not self.resumed:
+            await self._start(private)
         while True:
             try:
                 data = await self._read_message()
@@ -160,9 +176,7 @@ class ChatServer(WebSocket):
                     await self._poll()
                 continue
             except ClientClosed:
-                await self.store.write(ChatStore.remove_connection, self.WebSocketID)
-                await self.RemoveUser(self.WebSocketID)
-                return
+                return  # OnPostServer takes the user off the list
             try:
                 await self.Dispatch(data)
             except BadInput as exc:
@@ -170,11 +184,41 @@ class ChatServer(WebSocket):
             if private:
                 await self._poll()
 
+    async def _start(self, private: bool) -> None:
+        """A new socket's first messages: its Status, the user list, what it missed."""
+        if private:  # also when the gateway's Registry forced a shared request private
+            await self.store.write(ChatStore.set_connection_mode, self.WebSocketID, "private")
+        await self.StatusUpdate(self.WebSocketID)
+        # Fix: a new socket gets the current user list (the tutorial's page showed an
+        # empty ONLINE USERS until somebody's alias changed).
+        self._users = await self.store.run(ChatStore.userlist, self.room)
+        if self._users:
+            await self.Write(_json(_userlist(self._users)))
+        if not private:
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        """A page that reconnected (``?since=N``) gets the room's messages after N, in
+        order, before any new one (the gateway holds the new ones until these are in)."""
+        while self._seen_id < self._joined_at:
+            rows = await self.store.run(ChatStore.messages_after, self.room, self._seen_id)
+            if not rows:
+                break
+            for row in rows:
+                await self.write_sequenced(self.group_name, row.seq, _json(chat_event(row)))
+                self._seen_id = row.seq
+
+    async def OnPostServer(self) -> None:
+        """The socket is gone (closed, or its worker was lost): the connection and the
+        user leave (exactly once, on whichever worker ends the socket)."""
+        await self.store.write(ChatStore.remove_connection, self.WebSocketID)
+        await self.RemoveUser(self.WebSocketID)
+
     async def _poll(self) -> None:
         """Private mode: deliver what the store gained since the last poll."""
         for row in await self.store.run(ChatStore.messages_after, self.room, self._seen_id):
             await self.Write(_json(chat_event(row)))
-            self._seen_id = row.id
+            self._seen_id = row.seq
         users = await self.store.run(ChatStore.userlist, self.room)
         if users != self._users:
             self._users = users
@@ -215,9 +259,12 @@ class ChatServer(WebSocket):
             raise BadInput("Message is not valid base64") from None
         if not isinstance(author, str) or len(author) > MAX_ALIAS_CHARS:
             raise BadInput(f"Author must be a name of at most {MAX_ALIAS_CHARS} characters")
-        row = await self.store.write(ChatStore.store_message, data, wsid=self.WebSocketID,
-                                     room=self.room, author=author)
-        await self.ProcessMessage(row.id, row)
+        # message_id is the same when a crash makes the message arrive again: the store
+        # keeps it once, and the gateway delivers it once (its Id orders the room).
+        stored = await self.store.write(ChatStore.store_message, data, wsid=self.WebSocketID,
+                                        room=self.room, author=author,
+                                        client_id=self.message_id or None)
+        await self.ProcessMessage(stored.row.id, stored.row)
 
     async def StatusUpdate(self, wsid: str) -> None:
         """Send this socket its id, through OpenServer as the tutorial does."""
@@ -237,18 +284,20 @@ class ChatServer(WebSocket):
         if row is None:
             row = await self.store.run(ChatStore.message, mid)
         if row is not None:
-            await self.SendData(chat_event(row))
+            await self.SendData(chat_event(row), seq=row.seq)
 
-    async def SendData(self, data: dict[str, Any]) -> None:
+    async def SendData(self, data: dict[str, Any], seq: int = 0) -> None:
         """Write ``data`` to every shared connection of the room, the sender included;
         private connections poll the store instead.
 
         By default one group write per gateway does it (the gateway fans out); with
-        ``--set fanout=per-socket``, the tutorial's loop of OpenServer(id).Write.
+        ``--set fanout=per-socket``, the tutorial's loop of OpenServer(id).Write. A
+        chat message goes with its number in the room (``seq``), so every socket gets
+        the room's messages in order and once each.
         """
         text = _json(data)
         if not self.per_socket_fanout:
-            await self.write_group(self.group_name, text)
+            await self.write_group(self.group_name, text, seq=seq)
             await self._sweep_stale_connections()
             return
         for c in await self.store.run(ChatStore.connections, self.room, "shared"):
@@ -261,7 +310,10 @@ class ChatServer(WebSocket):
                 await self.HandleError(c, "open")
                 continue  # Fix: the tutorial wrote even after the open failed.
             try:
-                await ws.Write(text)
+                if seq:
+                    await ws.write_sequenced(self.group_name, seq, text)
+                else:
+                    await ws.Write(text)
             except WebSocketError:
                 await self.HandleError(c, "write")
 

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
                         help="seconds before an idle worker above --workers exits "
                              "(IRIS: No Activity Timeout; default 60)")
+    parser.add_argument("--node-ttl", type=float, default=15.0, metavar="S",
+                        help="seconds a gateway may stay unlinked before its sockets count "
+                             "as gone and their OnPostServer runs here (default 15)")
     parser.add_argument("--db", default="wsgate.db", metavar="PATH",
                         help="SQLite store shared by the workers (default ./wsgate.db)")
     parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
@@ -76,9 +79,11 @@ def build_config(args: argparse.Namespace) -> AppServerConfig:
     max_workers = args.max_workers if args.max_workers is not None else max(8, args.workers)
     if max_workers < args.workers:
         raise ValueError("--max-workers must be at least --workers")
+    if args.node_ttl <= 0:
+        raise ValueError("--node-ttl must be above 0")
     return AppServerConfig(
         secret=load_secret(args.secret_file), host=host, port=port, workers=args.workers,
-        max_workers=max_workers, idle_timeout_s=args.idle_timeout,
+        max_workers=max_workers, idle_timeout_s=args.idle_timeout, node_ttl_s=args.node_ttl,
         db=os.path.abspath(args.db), apps=tuple(args.app),
         settings={"mode": args.mode, **_settings(args.settings)},
         appserver_id=args.appserver_id,

@@ -18,6 +18,9 @@ class AppServerConfig:
     max_workers: int = 8
     #: Seconds an idle worker above ``workers`` lives (IRIS: No Activity Timeout).
     idle_timeout_s: float = 60.0
+    #: Seconds a gateway may have no link before it counts as gone, and the sockets it
+    #: left behind get their OnPostServer on a live worker.
+    node_ttl_s: float = 15.0
     db: str = "wsgate.db"
     apps: tuple[str, ...] = ()
     #: Options for server classes (``--set NAME=VALUE``; the chat reads ``mode``).

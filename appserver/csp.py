@@ -23,6 +23,7 @@ like ``##class(Chat.Server).%New()`` followed by ``OpenServer``.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -111,6 +112,7 @@ class WebSocket:
         self.request: HandshakeRequest | None = None
         self._shared: int = 0
         self._mode_fixed = False
+        self._resumed = False
         self._port: SocketPort | None = None
 
     @classmethod
@@ -250,10 +252,14 @@ class WebSocket:
 
     # --- groups: the fast path of a broadcast (a wsgate addition, so PEP 8 names) ------
 
-    async def join_group(self, name: str) -> None:
-        """Put this socket in a named group held by its gateway."""
+    async def join_group(self, name: str, *, since: int = 0) -> None:
+        """Put this socket in a named group held by its gateway.
+
+        ``since``: the last message of the group's sequence this socket has seen; the
+        gateway delivers sequenced messages from the next one on, in order, once each.
+        """
         self._require_socket("join_group")
-        current_runtime().group(self.WebSocketID, self._port, name, join=True)
+        current_runtime().group(self.WebSocketID, self._port, name, join=True, since=since)
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def leave_group(self, name: str) -> None:
@@ -263,16 +269,32 @@ class WebSocket:
         await trio.lowlevel.checkpoint_if_cancelled()
 
     @staticmethod
-    async def write_group(name: str, data: str | bytes, *, binary: bool = False) -> None:
+    async def write_group(name: str, data: str | bytes, *, binary: bool = False,
+                          seq: int = 0) -> None:
         """Send one message to every shared socket of a group, on every gateway this
         worker is linked to.
 
         It costs one link frame per gateway, however many sockets the group has;
         each gateway encodes the WebSocket frame once and queues it on every member.
         Private sockets in the group are skipped (as OpenServer would refuse them).
+        With ``seq`` (the message's number in the group's sequence: 1, 2, ...), every
+        member gets the group's messages in that order and once each, even when a
+        crash made a worker send one again.
         """
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        await current_runtime().write_group(name, binary or isinstance(data, bytes), payload)
+        await current_runtime().write_group(name, binary or isinstance(data, bytes), payload,
+                                            seq)
+
+    async def write_sequenced(self, name: str, seq: int, data: str | bytes) -> None:
+        """Send this socket message ``seq`` of group ``name``'s sequence (one it
+        missed): the gateway delivers it in the group's order, and not at all if the
+        socket has it already."""
+        if not self.WebSocketID:
+            raise NotBound("write_sequenced needs a socket", wsid="")
+        binary, payload = (bool(self.BinaryData), data.encode()) if isinstance(data, str) \
+            else (True, bytes(data))
+        await current_runtime().write(self.WebSocketID, binary, payload, self._port,
+                                      group=name, seq=seq)
 
     @staticmethod
     async def write_many(websocket_ids: list[str], data: str | bytes, *,
@@ -280,7 +302,22 @@ class WebSocket:
         """Send one message to each listed shared socket: one frame per gateway."""
         payload = data.encode() if isinstance(data, str) else bytes(data)
         await current_runtime().write_many(websocket_ids, binary or isinstance(data, bytes),
-                                    payload)
+                                           payload)
+
+    # --- crash recovery (wsgate additions) ----------------------------------------------
+
+    @property
+    def resumed(self) -> bool:
+        """True on an instance that took over a socket after its first worker was lost:
+        its ``Server()`` runs again, OnPreServer does not; the attributes OnPreServer set
+        are restored (as JSON values)."""
+        return self._resumed
+
+    @property
+    def message_id(self) -> str:
+        """The id of the message ``Read`` returned last, ``<WebSocketID>:<n>``: the same
+        when a crash makes the message arrive again, so a store can refuse it twice."""
+        return self._port.message_id if self._port is not None else ""
 
     def _require_socket(self, what: str) -> None:
         if not self.WebSocketID:
@@ -295,7 +332,7 @@ class WebSocket:
         self.WebSocketID = port.wsid
 
     #: Attributes the framework owns: not carried when a socket moves to another worker.
-    _NOT_MOVED = frozenset({"_port", "request"})
+    _NOT_MOVED = frozenset({"_port", "request", "_resumed"})
 
     def moved_state(self) -> dict[str, object]:
         """The instance's attributes, for a private socket moving to a dedicated worker.
@@ -305,9 +342,20 @@ class WebSocket:
         """
         return {k: v for k, v in vars(self).items() if k not in self._NOT_MOVED}
 
-    def restore_state(self, state: dict[str, object]) -> None:
-        """Take the attributes a handed-off instance had after OnPreServer."""
+    def restore_state(self, state: dict[str, object], *, resumed: bool = False) -> None:
+        """Take the attributes a handed-off (or resumed) instance had after OnPreServer."""
         vars(self).update({k: v for k, v in state.items() if k not in self._NOT_MOVED})
+        self._resumed = resumed
+
+    def encoded_state(self) -> bytes:
+        """:meth:`moved_state` as JSON (``b""`` when an attribute is not a JSON value:
+        then a resumed instance starts from its class's defaults)."""
+        try:
+            return json.dumps(self.moved_state()).encode()
+        except (TypeError, ValueError) as exc:
+            log.warning("wsid=%s: the attributes are not JSON values (%s): a worker that "
+                        "resumes the socket will not have them", self.WebSocketID, exc)
+            return b""
 
     def _unbound_reason(self, what: str) -> str:
         if not self.WebSocketID:

@@ -34,7 +34,7 @@ from appserver.csp import HandshakeRequest, WebSocket, run_post_server
 from appserver.errors import ClientClosed, HandshakeRejected, WebSocketError
 from appserver.port import SocketPort
 from gateway.link.driver import Link
-from gateway.link.events import Accept, Adopt, Close, Handoff, Open, Reject
+from gateway.link.events import Accept, Adopt, Close, Handoff, Open, Reject, Resume
 
 if TYPE_CHECKING:
     from appserver.runtime import WorkerRuntime
@@ -43,9 +43,11 @@ __all__ = [
     "SHUTDOWN_GRACE_S",
     "adopt_socket",
     "after_server",
-    "finish_all",
+    "finish_orphan",
+    "resume_socket",
     "run_server",
     "serve_socket",
+    "stop_serving",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
         _hand_off(runtime, link, port)
         return
     port.accepted(shared)
-    link.send(Accept(event.wsid, shared, bool(instance.BinaryData)))
+    link.send(Accept(event.wsid, shared, bool(instance.BinaryData), instance.encoded_state()))
     log.debug("wsid=%s accepted (%s) by %s", event.wsid, "shared" if shared else "private",
               type(instance).__name__)
     if shared:
@@ -154,8 +156,59 @@ async def adopt_socket(runtime: WorkerRuntime, link: Link, event: Adopt) -> None
         return
     instance.fix_mode()
     port.accepted(False)
-    link.send(Accept(event.open.wsid, False, bool(instance.BinaryData)))
+    link.send(Accept(event.open.wsid, False, bool(instance.BinaryData),
+                     instance.encoded_state()))
     await run_server(runtime, port)
+
+
+def _restored(runtime: WorkerRuntime, gateway_id: str, wsid: str, class_name: str,
+              state: bytes | str) -> WebSocket | None:
+    """A new instance of the socket's class with the state its first worker had."""
+    cls = runtime.classes.get(class_name)
+    if cls is None:
+        log.error("wsid=%s: cannot resume: no server class %s here", wsid, class_name)
+        return None
+    instance = cls()
+    try:
+        instance.restore_state(json.loads(state) if state else {}, resumed=True)
+    except Exception:
+        log.exception("wsid=%s: cannot restore the resumed socket's state", wsid)
+        return None
+    instance.WebSocketID = wsid
+    instance.GWClientAddress = gateway_id
+    instance.SessionId = runtime.registry.session(wsid)
+    instance.fix_mode()
+    return instance
+
+
+def resume_socket(runtime: WorkerRuntime, link: Link, event: Resume) -> SocketPort | None:
+    """Take over a shared socket whose worker is gone: its Server() runs again here.
+
+    Called at once when the Resume arrives, so that the port exists before the
+    unacknowledged messages that follow it; the caller starts Server().
+    """
+    instance = _restored(runtime, link.gateway_id, event.wsid, event.class_name, event.state)
+    if instance is None:
+        link.send(Close(event.wsid, 1011, "the app server could not resume the socket"))
+        return None
+    port = SocketPort(event.wsid, link, instance)
+    instance.bind(port)
+    port.accepted(True)
+    runtime.ports[event.wsid] = port
+    log.info("wsid=%s resumed here (%s)", event.wsid, event.class_name)
+    return port
+
+
+async def finish_orphan(runtime: WorkerRuntime, gateway_id: str, wsid: str, class_name: str,
+                        state: bytes | str) -> None:
+    """Run the OnPostServer of a socket whose worker (or gateway) went without running
+    it (a gateway hands it over with ``Resume(ended=True)``; the supervisor, for a
+    gateway that vanished)."""
+    instance = _restored(runtime, gateway_id, wsid, class_name, state)
+    if instance is None:
+        return
+    log.info("wsid=%s: running its OnPostServer for the worker that is gone", wsid)
+    await run_post_server(instance)
 
 
 async def run_server(runtime: WorkerRuntime, port: SocketPort) -> None:
@@ -163,15 +216,18 @@ async def run_server(runtime: WorkerRuntime, port: SocketPort) -> None:
     instance = port.instance
     code, reason = 1000, ""
     try:
-        await instance.Server()
+        with port.scope:
+            await instance.Server()
+        if port.detached:  # the link went: another worker resumes it, or finishes it
+            port.server_returned()
+            runtime.forget_port(port)
+            return
+        port.acknowledge()
     except ClientClosed:
         pass
     except trio.Cancelled:
-        # The worker is stopping: the socket ends here (1001), OnPostServer runs.
-        port.mark_closed(1001)
-        port.server_returned()
-        with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_GRACE_S):
-            await port.finish(run_post_server)
+        # The worker is torn down (past its stop's grace): the socket's gateway resumes
+        # it elsewhere, or hands its OnPostServer to another worker.
         runtime.forget_port(port)
         raise
     except Exception as exc:
@@ -189,16 +245,24 @@ async def run_server(runtime: WorkerRuntime, port: SocketPort) -> None:
     after_server(runtime, port)
 
 
-async def finish_all(runtime: WorkerRuntime) -> None:
-    """The worker is stopping: run OnPostServer for sockets whose Server() returned.
-
-    Sockets whose Server() is still running finish in its cancellation handler.
-    """
+async def stop_serving(runtime: WorkerRuntime) -> None:
+    """The worker is stopping (SIGTERM): take no new socket; leave every open shared
+    socket to its gateway, which resumes it on another worker (no OnPostServer: the
+    socket lives on); end private sockets here (1012) with their OnPostServer; let due
+    OnPostServers run. Returns once no socket is left (the caller bounds the wait)."""
+    runtime.stopping = True
     for port in list(runtime.ports.values()):
-        if not port.serving:
-            port.mark_closed(1001)
-            await port.finish(run_post_server)
+        if port.private and not port.closed:
+            # The gateway closes it with 1012; ended: this worker runs its OnPostServer.
+            port.link.send(Close(port.wsid, 1012, "the app server is restarting", ended=True))
+            runtime.registry.mark_closed(port.wsid)
+            port.mark_closed(1012)
+            port.scope.cancel()
+        elif port.detach() and not port.serving:
             runtime.forget_port(port)
+    await runtime.wait_no_ports()
+    for link in list(runtime.links.values()):  # the acks and closes queued last
+        await link.wait_below(0)
 
 
 def after_server(runtime: WorkerRuntime, port: SocketPort) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from appserver.errors import ClientClosed, ReadTimeout
+from gateway.link.events import Ack
 
 if TYPE_CHECKING:
     from appserver.csp import WebSocket
@@ -42,12 +43,13 @@ MAX_INBOX_BYTES = 16 * 1024 * 1024
 class PortPhase(enum.Enum):
     """Where a socket's server object is in its life on this worker."""
 
-    PREPARING = "preparing"  # OnPreServer runs; the mode is not chosen yet
+    PREPARING = "preparing"  # OnPreServer runs (or a resumed socket's state is restored)
     SERVING = "serving"  # Server() runs; the socket is open
     SERVING_CLOSED = "serving-closed"  # Server() runs; the socket closed (Read: 7951)
     SERVING_ENDED = "serving-ended"  # Server() runs; EndServer's caller ran OnPostServer
     WAITING = "waiting"  # Server() returned; the (shared) socket stays open
     POST_SERVER = "post-server"  # closed and Server() done: OnPostServer is due, once
+    DETACHED = "detached"  # the link is gone while the socket was open: nothing runs here
     DONE = "done"  # nothing is left to run; the port is forgotten
 
 
@@ -60,6 +62,7 @@ class PortStep(enum.Enum):
     ENDED = "ended"  # EndServer ran: its caller runs OnPostServer
     RETURNED = "returned"  # Server() returned (or raised, or was cancelled)
     FINISHED = "finished"  # OnPostServer ran
+    DETACH = "detach"  # the link to the socket's gateway is gone
 
 
 #: Every move a port makes; a (phase, step) pair not listed is ignored (a late
@@ -77,6 +80,11 @@ TRANSITIONS: dict[tuple[PortPhase, PortStep], PortPhase] = {
     (PortPhase.WAITING, PortStep.CLOSED): PortPhase.POST_SERVER,
     (PortPhase.WAITING, PortStep.ENDED): PortPhase.DONE,
     (PortPhase.POST_SERVER, PortStep.FINISHED): PortPhase.DONE,
+    (PortPhase.PREPARING, PortStep.DETACH): PortPhase.DETACHED,
+    (PortPhase.SERVING, PortStep.DETACH): PortPhase.DETACHED,
+    (PortPhase.WAITING, PortStep.DETACH): PortPhase.DONE,
+    (PortPhase.DETACHED, PortStep.RETURNED): PortPhase.DONE,
+    (PortPhase.DETACHED, PortStep.DROPPED): PortPhase.DONE,
 }
 #: Phases in which the browser socket is open.
 _OPEN = frozenset({PortPhase.PREPARING, PortPhase.SERVING, PortPhase.WAITING})
@@ -88,8 +96,8 @@ class SocketPort:
     """The worker-side state of one socket whose home link ends on this worker."""
 
     __slots__ = (
-        "_pumping", "_waiter", "close_code", "inbox", "inbox_bytes", "instance", "link",
-        "phase", "shared", "wsid",
+        "_acked", "_pumping", "_taken", "_waiter", "close_code", "inbox", "inbox_bytes",
+        "instance", "link", "phase", "scope", "shared", "wsid",
     )
 
     def __init__(self, wsid: str, link: Link, instance: WebSocket) -> None:
@@ -100,10 +108,15 @@ class SocketPort:
         #: The mode OnPreServer chose (meaningful once the port is past PREPARING).
         self.shared = True
         # A list, not a deque: an empty deque costs 600 bytes per idle socket, and a
-        # socket rarely has more than one message waiting.
-        self.inbox: list[str | bytes] = []
+        # socket rarely has more than one message waiting. Items: (number, message).
+        self.inbox: list[tuple[int, str | bytes]] = []
         self.inbox_bytes = 0
         self.close_code = 1006
+        #: The number of the message Read took last, and of the last one acknowledged.
+        self._taken = 0
+        self._acked = 0
+        #: Cancels Server() when the port detaches.
+        self.scope = trio.CancelScope()
         self._waiter: trio.Event | None = None
         #: True while a task hands queued messages to OnClientMessage (a task guard).
         self._pumping = False
@@ -142,6 +155,17 @@ class SocketPort:
         """Nothing is left to run for this socket here."""
         return self.phase is PortPhase.DONE
 
+    @property
+    def detached(self) -> bool:
+        """The link went while the socket was open: its OnPostServer is not ours."""
+        return self.phase is PortPhase.DETACHED
+
+    @property
+    def message_id(self) -> str:
+        """``<WebSocketID>:<n>``: the id of the message Read returned last (unique per
+        socket and message, the same when a message is delivered again after a crash)."""
+        return f"{self.wsid}:{self._taken}"
+
     # --- the moves ------------------------------------------------------------------------
 
     def accepted(self, shared: bool) -> None:
@@ -161,8 +185,25 @@ class SocketPort:
         self._wake()
 
     def server_returned(self) -> None:
-        """Server() is over (returned, raised or cancelled)."""
+        """Server() is over (returned, raised or cancelled): what it read is handled."""
+        self.acknowledge()
         self._move(PortStep.RETURNED)
+
+    def detach(self) -> bool:
+        """The link is gone: stop Server() without OnPostServer; False if the socket had
+        closed already (then its OnPostServer is still due here)."""
+        if not self._move(PortStep.DETACH, strict=False):
+            return False
+        self.scope.cancel()
+        self._wake()
+        return True
+
+    def acknowledge(self) -> None:
+        """Tell the gateway that the messages read so far are handled."""
+        taken = self._taken
+        if taken > self._acked and not (self.inbox and self.inbox[0][0] == taken):
+            self._acked = taken
+            self.link.send(Ack(self.wsid, taken))
 
     async def finish(self, post_server: PostServer) -> None:
         """Run OnPostServer if it is due: the one place that runs it for a port."""
@@ -172,27 +213,32 @@ class SocketPort:
 
     # --- the inbox ------------------------------------------------------------------------
 
-    def deliver(self, item: str | bytes) -> bool:
-        """Queue one message from the browser; False if the socket has too much unread."""
-        if self.closed:
+    def deliver(self, seq: int, item: str | bytes) -> bool:
+        """Queue message ``seq`` from the browser; False if the socket has too much unread.
+
+        A message that was taken already (a resend after a crash reached a worker that
+        had it) is dropped.
+        """
+        if self.closed or (seq and seq <= self._taken):
             return True
         self.inbox_bytes += len(item)
         if self.inbox_bytes > MAX_INBOX_BYTES:
             log.warning("wsid=%s has %d unread bytes: closing it", self.wsid, self.inbox_bytes)
             return False
-        self.inbox.append(item)
+        self.inbox.append((seq, item))
         self._wake()
         return True
 
     def pop(self) -> str | bytes:
         """Take the oldest queued message (there must be one)."""
-        item = self.inbox.pop(0)
+        seq, item = self.inbox.pop(0)
         self.inbox_bytes -= len(item)
+        self._taken = seq
         return item
 
     def push_back(self, rest: str | bytes) -> None:
         """Put the unread rest of a message back at the head of the queue."""
-        self.inbox.insert(0, rest)
+        self.inbox.insert(0, (self._taken, rest))
         self.inbox_bytes += len(rest)
 
     def _wake(self) -> None:
@@ -201,7 +247,11 @@ class SocketPort:
             self._waiter = None
 
     async def take(self, timeout_s: float) -> str | bytes:
-        """The next queued message; raise ReadTimeout (7950) or ClientClosed (7951)."""
+        """The next queued message; raise ReadTimeout (7950) or ClientClosed (7951).
+
+        Reading on means the message read before is handled: it is acknowledged.
+        """
+        self.acknowledge()
         if not self.inbox and not self.closed:
             with trio.move_on_after(timeout_s):
                 while not self.inbox and not self.closed:
@@ -241,6 +291,7 @@ class SocketPort:
                     await handler(item, 0)
                 except Exception:
                     log.exception("wsid=%s OnClientMessage() failed", self.wsid)
+                self.acknowledge()
             if self.phase is PortPhase.POST_SERVER:
                 if handler is not None and self.shared:
                     try:

@@ -12,13 +12,20 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import trio
 
 from appserver.csp import WebSocket
 from appserver.errors import SocketGone, WebSocketError
-from appserver.lifecycle import adopt_socket, after_server, serve_socket
+from appserver.lifecycle import (
+    adopt_socket,
+    after_server,
+    finish_orphan,
+    resume_socket,
+    run_server,
+    serve_socket,
+)
 from appserver.port import SocketPort
 from appserver.registry import Lookup, SocketRegistry, parse_wsid
 from gateway.link.codec import encode
@@ -33,6 +40,8 @@ from gateway.link.events import (
     Event,
     Group,
     Open,
+    Reject,
+    Resume,
     SocketState,
     Write,
     WriteGroup,
@@ -40,12 +49,16 @@ from gateway.link.events import (
 )
 from store.aio import AsyncStore
 
-__all__ = ["LINK_HIGH_WATER_BYTES", "WorkerRuntime"]
+__all__ = ["LINK_HIGH_WATER_BYTES", "DetachedReport", "WorkerRuntime"]
 
 log = logging.getLogger(__name__)
 
 #: Bytes queued towards the gateway above which ``Write`` waits for the link to drain.
 LINK_HIGH_WATER_BYTES = 4 * 1024 * 1024
+
+
+#: Told which sockets went with a gateway link: (gateway id, [(wsid, class, state)]).
+DetachedReport = Callable[[str, list[tuple[str, str, str]]], None]
 
 
 class _PendingEnd:
@@ -65,6 +78,7 @@ class WorkerRuntime:
     def __init__(
         self, *, appserver_id: str, classes: Mapping[str, type[WebSocket]], store: AsyncStore,
         settings: Mapping[str, str] | None = None, pid: int | None = None,
+        on_detached: DetachedReport | None = None,
     ) -> None:
         #: The worker's process id (tests that run several workers in one process give
         #: each its own number).
@@ -80,6 +94,12 @@ class WorkerRuntime:
         self._request_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._port_gone = trio.Event()
+        #: Told of the sockets a lost link leaves behind (the supervisor, which runs
+        #: their OnPostServer if their gateway does not come back).
+        self.on_detached = on_detached
+        #: The worker is stopping: it takes no new socket, and its sockets stay open at
+        #: their gateways, which resume them elsewhere.
+        self.stopping = False
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -110,12 +130,13 @@ class WorkerRuntime:
             raise SocketGone(f"socket {wsid} is closed: {what}", wsid=wsid)
 
     async def write(self, wsid: str, binary: bool, payload: bytes,
-                    port: SocketPort | None) -> None:
-        """Send a message to a browser socket, from whichever instance asks."""
+                    port: SocketPort | None, *, group: str = "", seq: int = 0) -> None:
+        """Send a message to a browser socket, from whichever instance asks (``group``
+        and ``seq``: message ``seq`` of that group's sequence)."""
         self._check_open(wsid, port, "the write was not sent")
         link = self.link_for(wsid, port)
         try:
-            link.send(Write(wsid, binary, payload))
+            link.send(Write(wsid, binary, payload, group, seq))
         except FrameTooBig as exc:
             raise WebSocketError(exc.reason, wsid=wsid) from None
         if link.out.pending > LINK_HIGH_WATER_BYTES:
@@ -131,10 +152,10 @@ class WorkerRuntime:
                 chosen.setdefault(link.gateway_id, link)
         return list(chosen.values())
 
-    async def write_group(self, name: str, binary: bool, payload: bytes) -> None:
+    async def write_group(self, name: str, binary: bool, payload: bytes, seq: int = 0) -> None:
         """One frame per gateway: each fans the message out to the group's sockets."""
         try:
-            frame = encode(WriteGroup(name, binary, payload))
+            frame = encode(WriteGroup(name, binary, payload, seq))
         except FrameTooBig as exc:
             raise WebSocketError(exc.reason) from None
         for link in self.gateway_links():
@@ -157,10 +178,11 @@ class WorkerRuntime:
                     raise WebSocketError(exc.reason) from None
         await trio.lowlevel.checkpoint_if_cancelled()
 
-    def group(self, wsid: str, port: SocketPort | None, name: str, *, join: bool) -> None:
+    def group(self, wsid: str, port: SocketPort | None, name: str, *, join: bool,
+              since: int = 0) -> None:
         """Ask the socket's gateway to add it to (or remove it from) a group."""
         try:
-            self.link_for(wsid, port).send(Group(wsid, name, join))
+            self.link_for(wsid, port).send(Group(wsid, name, join, since))
         except FrameTooBig as exc:
             raise WebSocketError(exc.reason, wsid=wsid) from None
 
@@ -192,6 +214,11 @@ class WorkerRuntime:
         self._port_gone.set()
         self._port_gone = trio.Event()
 
+    async def wait_no_ports(self) -> None:
+        """Wait until no socket is left on this worker."""
+        while self.ports:
+            await self._port_gone.wait()
+
     async def drain_link(self, link: Link) -> None:
         """Wait until every socket that came over ``link`` has finished on this worker.
 
@@ -214,9 +241,14 @@ class WorkerRuntime:
         elif isinstance(event, SocketState):
             self.registry.update(event.wsid, event.status, event.session)
         elif isinstance(event, Open):
-            self.nursery.start_soon(serve_socket, self, link, event)
+            if self.stopping:
+                link.send(Reject(event.wsid, 503, "the app server is stopping; try again"))
+            else:
+                self.nursery.start_soon(serve_socket, self, link, event)
         elif isinstance(event, Adopt):
             self.nursery.start_soon(adopt_socket, self, link, event)
+        elif isinstance(event, Resume):
+            self._handle_resume(link, event)
         elif isinstance(event, Close):
             self._handle_close(event)
         elif isinstance(event, Ended):
@@ -231,14 +263,40 @@ class WorkerRuntime:
         """Nothing to flush: the link's writer coalesces on its own."""
 
     def link_lost(self, link: Link) -> None:
-        """The gateway link closed: its sockets are gone, and so are pending EndServers."""
+        """The gateway link closed: its open sockets are detached (the gateway, if it
+        lives, resumes them on another worker), and pending EndServers end."""
         self.links.pop(link.id, None)
+        detached: list[tuple[str, str, str]] = []
         for port in list(self.ports.values()):
-            if port.link is link:
-                self._closed(port, 1006, ended=False)
+            if port.link is link and port.detach():
+                instance = port.instance
+                detached.append((port.wsid, type(instance).csp_name(),
+                                 instance.encoded_state().decode()))
+                if not port.serving:
+                    self.forget_port(port)
         for pending in self._ends.values():
             if pending.link is link:
                 pending.done.set()
+        if detached and self.on_detached is not None and not self.stopping:
+            self.on_detached(link.gateway_id, detached)
+
+    async def finish_left_behind(self, gateway_id: str,
+                                 sockets: list[tuple[str, str, str]]) -> None:
+        """Run the OnPostServer of sockets a vanished gateway left behind."""
+        for wsid, class_name, state in sockets:
+            await finish_orphan(self, gateway_id, wsid, class_name, state)
+
+    def _handle_resume(self, link: Link, event: Resume) -> None:
+        if self.stopping:
+            return  # this worker's links close soon: the gateway resumes it elsewhere
+        if event.ended:
+            self.nursery.start_soon(finish_orphan, self, link.gateway_id, event.wsid,
+                                    event.class_name, event.state)
+            return
+        # The port exists before the unacknowledged messages that follow the Resume.
+        port = resume_socket(self, link, event)
+        if port is not None:
+            self.nursery.start_soon(run_server, self, port)
 
     def _handle_data(self, event: Data) -> None:
         port = self.ports.get(event.wsid)
@@ -250,7 +308,7 @@ class WorkerRuntime:
             item = event.payload
         else:
             item = event.payload.decode("utf-8", errors="surrogateescape")
-        if not port.deliver(item):
+        if not port.deliver(event.seq, item):
             port.link.send(Close(port.wsid, 1008, "too much unread data"))
             self._closed(port, 1008, ended=False)
             return

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -29,7 +28,8 @@ import trio
 
 from appserver.classes import load_classes
 from appserver.context import install_runtime
-from appserver.lifecycle import SHUTDOWN_GRACE_S, finish_all
+from appserver.control import in_packets, send_control
+from appserver.lifecycle import SHUTDOWN_GRACE_S, stop_serving
 from appserver.runtime import WorkerRuntime
 from gateway.link.connection import LinkConnection, Role
 from gateway.link.driver import Link
@@ -43,12 +43,6 @@ log = logging.getLogger(__name__)
 
 #: How often a worker reports its counters to the supervisor.
 STATS_INTERVAL_S = 1.0
-
-
-def send_control(ctrl: socket.socket, message: dict[str, Any]) -> None:
-    """Send one control message (the socket has room: these are tiny and rare)."""
-    with contextlib.suppress(OSError):  # the supervisor is gone; the control loop notices
-        ctrl.send(json.dumps(message).encode())
 
 
 async def _run_link(runtime: WorkerRuntime, link: Link, ctrl: socket.socket) -> None:
@@ -94,6 +88,9 @@ async def _control_loop(runtime: WorkerRuntime, ctrl: socket.socket,
         if command.get("cmd") == "link" and len(fds) == 1:
             link = _adopt_link(runtime, command, fds[0])
             nursery.start_soon(_run_link, runtime, link, ctrl)
+        elif command.get("cmd") == "finish" and not fds:
+            sockets = [(str(w), str(c), str(s)) for w, c, s in command["sockets"]]
+            nursery.start_soon(runtime.finish_left_behind, str(command["gateway"]), sockets)
         else:
             for fd in fds:
                 os.close(fd)
@@ -119,7 +116,7 @@ async def _serve(runtime: WorkerRuntime, ctrl: socket.socket,
 
         async def stop() -> None:
             with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_GRACE_S):
-                await finish_all(runtime)
+                await stop_serving(runtime)
             nursery.cancel_scope.cancel()
 
         async def stop_when_asked(requests: AsyncIterator[object]) -> None:
@@ -148,9 +145,15 @@ async def run_worker(
     in-process, each with its own ``pid``.
     """
     store = AsyncStore(ChatStore.open(config["db"], migrate=False))
+
+    def report_detached(gateway: str, sockets: list[tuple[str, str, str]]) -> None:
+        for packet in in_packets(list(sockets)):
+            send_control(ctrl, {"event": "detached", "gateway": gateway, "sockets": packet})
+
     runtime = WorkerRuntime(
         appserver_id=config["appserver_id"], classes=load_classes(config.get("apps", [])),
         store=store, settings=config.get("settings", {}), pid=pid,
+        on_detached=report_detached,
     )
     install_runtime(runtime)
     try:

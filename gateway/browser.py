@@ -8,7 +8,12 @@ rule: a move missing from the table is a bug, and raises). Its methods own the m
 * ``CONNECTING``: the worker was sent ``Open`` and runs ``OnPreServer``; every worker
   was told the socket exists (the Registry), so it must hear of its end.
 * ``OPEN``: the gateway answered 101; :meth:`run` reads the browser's frames and
-  forwards whole messages to the socket's worker (its *home* link).
+  forwards whole messages to the socket's worker (its *home* link). Each message is
+  kept until that worker acknowledges it.
+* ``DETACHED``: open to the browser, but its worker is gone (a crash, an app-server
+  restart). What the browser sends is held, within :attr:`SocketOwner.hold_bytes`
+  (over it the socket closes with 1013); writes from other workers still reach it.
+  Another worker resumes it (:meth:`attach`) and gets what was never acknowledged.
 * ``CLOSING``: nothing more goes out. The gateway sent its close frame (RFC 6455
   section 7.1.2) and waits, at most :data:`CLOSE_TIMEOUT_S`, for the browser's; or it
   hangs up on the browser (:meth:`BrowserSocket.abort`) and the reader ends at once.
@@ -42,7 +47,7 @@ from gateway.link.net import READS_PER_YIELD, SendBuffer, SendOverflow, receive_
 if TYPE_CHECKING:
     from gateway.pool import GatewayLink
 
-__all__ = ["CLOSE_TIMEOUT_S", "TRANSITIONS", "BrowserSocket", "Phase", "SocketOwner"]
+__all__ = ["CLOSE_TIMEOUT_S", "TRANSITIONS", "BrowserSocket", "Phase", "SocketOwner", "Step"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,7 @@ class Phase(enum.Enum):
     QUEUED = "queued"
     CONNECTING = "connecting"
     OPEN = "open"
+    DETACHED = "detached"
     CLOSING = "closing"
     CLOSED = "closed"
 
@@ -66,6 +72,8 @@ class Step(enum.Enum):
     OPEN_SENT = "open-sent"  # a worker was sent Open (or Adopt)
     ACCEPTED = "accepted"  # the worker accepted; the 101 is queued
     FAILED = "failed"  # the handshake failed: refused, timed out, worker lost
+    DETACH = "detach"  # its worker is gone
+    ATTACH = "attach"  # another worker resumes it
     CLOSE = "close"  # the gateway sent its close frame
     BROWSER_CLOSED = "browser-closed"  # the browser's close frame, or its TCP end
     ABORT = "abort"  # hung up at once: a slow or broken peer
@@ -81,11 +89,18 @@ TRANSITIONS: dict[tuple[Phase, Step], Phase] = {
     (Phase.OPEN, Step.CLOSE): Phase.CLOSING,
     (Phase.OPEN, Step.BROWSER_CLOSED): Phase.CLOSED,
     (Phase.OPEN, Step.ABORT): Phase.CLOSING,  # the reader ends at once, then CLOSED
+    (Phase.OPEN, Step.DETACH): Phase.DETACHED,
+    (Phase.DETACHED, Step.ATTACH): Phase.OPEN,
+    (Phase.DETACHED, Step.CLOSE): Phase.CLOSING,
+    (Phase.DETACHED, Step.BROWSER_CLOSED): Phase.CLOSED,
+    (Phase.DETACHED, Step.ABORT): Phase.CLOSING,
     (Phase.CLOSING, Step.BROWSER_CLOSED): Phase.CLOSED,
     (Phase.CLOSING, Step.ABORT): Phase.CLOSED,
 }
 #: Phases in which every worker knows the socket exists (so must hear that it closed).
-_ANNOUNCED = frozenset({Phase.CONNECTING, Phase.OPEN})
+_ANNOUNCED = frozenset({Phase.CONNECTING, Phase.OPEN, Phase.DETACHED})
+#: Phases in which the browser is connected and frames go out to it.
+_LIVE = frozenset({Phase.OPEN, Phase.DETACHED})
 
 
 class SocketOwner(Protocol):
@@ -99,6 +114,11 @@ class SocketOwner(Protocol):
     def max_message_bytes(self) -> int:
         """Largest message a browser may send; larger ones close with 1009."""
 
+    @property
+    def hold_bytes(self) -> int:
+        """Bytes of a socket's messages kept until its worker acknowledges them; over
+        it (a worker gone too long, or too slow) the socket closes with 1013."""
+
     def socket_opened(self, bs: BrowserSocket) -> None:
         """The socket is open: the Registry hears its mode."""
 
@@ -108,8 +128,8 @@ class SocketOwner(Protocol):
     def socket_finished(self, bs: BrowserSocket) -> None:
         """The socket is gone for good: forget it."""
 
-    def forward(self, bs: BrowserSocket, binary: bool, payload: bytes) -> None:
-        """A whole message from the browser, for the socket's worker."""
+    def forward(self, bs: BrowserSocket, seq: int, binary: bool, payload: bytes) -> None:
+        """Message ``seq`` from the browser, for the socket's worker (if it has one)."""
 
     def spawn(self, task: Callable[[], object]) -> None:
         """Run a task that outlives the caller (a drain)."""
@@ -134,9 +154,10 @@ class BrowserSocket:
     """One browser WebSocket held by the gateway; see the module docstring."""
 
     __slots__ = (
-        "_drain_running", "_handshake", "_reader_scope", "binary", "class_name",
-        "client_address", "close_code", "close_reason", "groups", "home", "last_activity",
-        "out", "owner", "phase", "session", "shared", "sock", "ws", "wsid",
+        "_drain_running", "_handshake", "_reader_scope", "_received", "_unacked",
+        "_unacked_bytes", "binary", "class_name", "client_address", "close_code",
+        "close_reason", "groups", "home", "last_activity", "out", "owner", "phase",
+        "session", "shared", "sock", "state", "ws", "wsid",
     )
 
     def __init__(
@@ -164,6 +185,14 @@ class BrowserSocket:
         self.groups: set[str] | None = None
         self.close_code = 1006
         self.close_reason = ""
+        #: The instance's attributes after OnPreServer (JSON, from the Accept): what a
+        #: worker that resumes the socket restores.
+        self.state = b""
+        #: Messages received from the browser (the last one's number).
+        self._received = 0
+        #: Messages the worker has not acknowledged yet: (number, binary, payload).
+        self._unacked: list[tuple[int, bool, bytes]] = []
+        self._unacked_bytes = 0
         self._handshake: _Handshake | None = _Handshake()
         self._reader_scope: trio.CancelScope | None = None
         self._drain_running = False
@@ -220,6 +249,7 @@ class BrowserSocket:
         self._enter(Step.ACCEPTED)
         self._handshake = None
         self.shared, self.binary, self.ws = reply.shared, reply.binary, ws
+        self.state = reply.state
         self._reader_scope = trio.CancelScope()
         self.out.push_unchecked(response)
         for frame, shared_only in handshake.early:
@@ -236,6 +266,40 @@ class BrowserSocket:
         if self.phase in (Phase.QUEUED, Phase.CONNECTING):
             self._finish(Step.FAILED)
 
+    # --- a worker's crash ----------------------------------------------------------------
+
+    def detach(self) -> None:
+        """The home worker is gone: hold the browser's messages until another takes over."""
+        self.leave_home()
+        self._enter(Step.DETACH)
+
+    def attach(self, link: GatewayLink) -> list[tuple[int, bool, bytes]]:
+        """``link``'s worker resumes the socket; return the messages to send it again
+        (those never acknowledged), in order."""
+        self._enter(Step.ATTACH)
+        self.home = link
+        link.sockets.add(self.wsid)
+        return list(self._unacked)
+
+    def acknowledged(self, seq: int) -> None:
+        """The worker handled the browser's messages up to ``seq``: forget them."""
+        unacked = self._unacked
+        while unacked and unacked[0][0] <= seq:
+            self._unacked_bytes -= len(unacked.pop(0)[2])
+
+    def _received_message(self, binary: bool, payload: bytes) -> None:
+        self._received += 1
+        self._unacked.append((self._received, binary, payload))
+        self._unacked_bytes += len(payload)
+        limit = self.owner.hold_bytes
+        if self._unacked_bytes > limit:
+            log.warning("wsid=%s closed: %d bytes sent by the browser not acknowledged "
+                        "(limit %d)", self.wsid, self._unacked_bytes, limit)
+            self.owner.stats["sockets_over_hold"] += 1
+            self.close(1013, "the app server is not taking messages; try again later")
+            return
+        self.owner.forward(self, self._received, binary, payload)
+
     # --- outbound ----------------------------------------------------------------------
 
     def queue(self, frame: bytes, *, shared_only: bool = False) -> bool:
@@ -244,8 +308,7 @@ class BrowserSocket:
         ``shared_only`` frames (writes from other links, group writes) reach a socket
         still in its handshake only if it turns out shared.
         """
-        phase = self.phase
-        if phase is Phase.OPEN:
+        if self.phase in _LIVE:
             try:
                 self.out.push(frame)
             except SendOverflow as exc:
@@ -288,7 +351,7 @@ class BrowserSocket:
                 return False
             self._handshake.pending_close = (code, reason)
             return True
-        if self.phase is not Phase.OPEN or self.ws is None:
+        if self.phase not in _LIVE or self.ws is None:
             return False
         self.close_code, self.close_reason = code, reason
         if self.ws.state is ConnectionState.OPEN:
@@ -305,7 +368,7 @@ class BrowserSocket:
         The reader task ends the socket: a broadcast may be iterating over the group
         this socket belongs to, so it is not forgotten here.
         """
-        if self.phase is not Phase.OPEN:
+        if self.phase not in _LIVE:
             return
         self.close_code, self.close_reason = code, reason
         self.out.closed = True  # nothing more is sent: the peer is not reading
@@ -344,7 +407,7 @@ class BrowserSocket:
         finally:
             if self.phase is Phase.CLOSING:  # no answer to our close, or we hung up
                 self._finish(Step.ABORT)
-            elif self.phase is Phase.OPEN:
+            elif self.phase in _LIVE:
                 self._finish(Step.BROWSER_CLOSED)
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
@@ -361,7 +424,7 @@ class BrowserSocket:
         while True:
             for event in ws.events():
                 if isinstance(event, TextMessage | BytesMessage):
-                    if self.phase is not Phase.OPEN:
+                    if self.phase not in _LIVE:
                         continue  # data after our close frame is discarded (RFC 6455 7.1.2)
                     chunk = event.data.encode() if isinstance(event, TextMessage) else event.data
                     size += len(chunk)
@@ -376,7 +439,7 @@ class BrowserSocket:
                     if event.message_finished:
                         payload = parts[0] if len(parts) == 1 else b"".join(parts)
                         parts, size = [], 0
-                        owner.forward(self, isinstance(event, BytesMessage), payload)
+                        self._received_message(isinstance(event, BytesMessage), payload)
                 elif isinstance(event, Ping):
                     self.out.push_unchecked(ws.send(event.response()))
                     self.flush()
@@ -396,6 +459,6 @@ class BrowserSocket:
     def _browser_closed(self, ws: Connection, event: CloseConnection) -> None:
         if ws.state is ConnectionState.REMOTE_CLOSING:
             self.out.push_unchecked(ws.send(event.response()))
-        if self.phase is Phase.OPEN:  # the browser closed first
+        if self.phase in _LIVE:  # the browser closed first
             self.close_code, self.close_reason = event.code, event.reason or ""
         self._finish(Step.BROWSER_CLOSED)

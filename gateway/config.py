@@ -36,6 +36,9 @@ class GatewayConfig:
     max_message_bytes: int = 1024 * 1024
     #: Bytes queued for one browser before it is dropped as too slow.
     socket_buffer_bytes: int = 8 * 1024 * 1024
+    #: Bytes of one browser's messages kept until its worker acknowledges them (also
+    #: while no worker has the socket); over it the socket closes with 1013.
+    hold_bytes: int = 4 * 1024 * 1024
     #: How long a new socket waits for a free link (IRIS: Queued Request Timeout).
     queue_timeout_s: float = 10.0
     #: How long a worker may take to answer a handshake (IRIS: Server Response Timeout).

@@ -14,17 +14,19 @@ import itertools
 import logging
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import cast
 
 import trio
 
 from gateway.browser import BrowserSocket, Phase
 from gateway.config import GatewayConfig
+from gateway.groups import HOLD_S
 from gateway.link.codec import encode
 from gateway.link.driver import Link
 from gateway.link.events import (
     Accept,
+    Ack,
     Close,
     Data,
     End,
@@ -41,6 +43,7 @@ from gateway.link.events import (
 )
 from gateway.link.net import listen_tcp
 from gateway.pool import GatewayLink, LinkPool
+from gateway.recovery import Recovery
 from gateway.routes import serve_connection
 from gateway.status import metrics_registry
 from gateway.table import ConnectionTable
@@ -66,6 +69,8 @@ class Gateway:
             gateway_id=config.gateway_id,
         )
         self.stats: Counter[str] = Counter()
+        #: Detached sockets and orphaned OnPostServer duties (a worker crashed).
+        self.recovery = Recovery(self)
         #: This process's Prometheus registry, read at scrape time.
         self.metrics = metrics_registry(self)
         self._ids = itertools.count(1)
@@ -94,6 +99,11 @@ class Gateway:
     def max_message_bytes(self) -> int:
         """Largest message a browser may send (larger ones close with 1009)."""
         return self.config.max_message_bytes
+
+    @property
+    def hold_bytes(self) -> int:
+        """Bytes of a socket's unacknowledged messages kept (over it: 1013)."""
+        return self.config.hold_bytes
 
     async def wait_linked(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the first link ever; True once there is one."""
@@ -144,12 +154,13 @@ class Gateway:
         if bs.ws is not None:
             self.stats["sockets_closed"] += 1
 
-    def forward(self, bs: BrowserSocket, binary: bool, payload: bytes) -> None:
-        """A message from the browser goes to the socket's worker."""
+    def forward(self, bs: BrowserSocket, seq: int, binary: bool, payload: bytes) -> None:
+        """A message from the browser goes to the socket's worker (when detached, it
+        waits for the worker that resumes the socket)."""
+        self.stats["frames_in"] += 1
         home = bs.home
         if home is not None:
-            self.stats["frames_in"] += 1
-            home.send(Data(bs.wsid, binary, payload))
+            home.send(Data(bs.wsid, binary, payload, seq))
 
     def spawn(self, task: Callable[[], object]) -> None:
         """Run ``task`` in the gateway's nursery (a socket's drain)."""
@@ -169,6 +180,8 @@ class Gateway:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self.links.run)
+                nursery.start_soon(self.recovery.run)
+                nursery.start_soon(self._expire_gaps)
                 if self.config.session_timeout_s > 0:
                     nursery.start_soon(self._expire_idle_sockets)
                 host, port = listener.getsockname()[:2]
@@ -202,6 +215,16 @@ class Gateway:
         with trio.move_on_after(grace_s):
             await self.table.wait_empty()
 
+    async def _expire_gaps(self) -> None:
+        """Give up on sequenced messages that never came (see gateway.groups)."""
+        while True:
+            await trio.sleep(HOLD_S / 4)
+            now = trio.current_time()
+            for group in list(self.table.groups.values()):
+                if group.holding:
+                    self.stats["sequence_gaps_given_up"] += group.expire(now, self._dirty)
+            self.link_batch_done(None)
+
     async def _expire_idle_sockets(self) -> None:
         timeout = self.config.session_timeout_s
         while True:
@@ -223,11 +246,12 @@ class Gateway:
         for bs in self.table:
             if bs.phase is Phase.CONNECTING:
                 status = SocketStatus.CONNECTING
-            elif bs.phase is Phase.OPEN:
+            elif bs.phase in (Phase.OPEN, Phase.DETACHED):
                 status = SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE
             else:
                 continue
             link.send(SocketState(bs.wsid, status, bs.session))
+        self.recovery.wake()
 
     def link_event(self, link: Link, event: Event) -> None:
         """Dispatch one event from a worker."""
@@ -246,28 +270,22 @@ class Gateway:
             self._handle_close(glink, event)
         elif isinstance(event, End):
             self._handle_end(glink, event)
+        elif isinstance(event, Ack):
+            bs = self.table.get(event.wsid)
+            if bs is not None:
+                bs.acknowledged(event.seq)
         else:  # the connection's table admits nothing else from a worker
             log.error("link %d: unexpected %s", link.id, type(event).__name__)
 
-    def link_batch_done(self, link: Link) -> None:
+    def link_batch_done(self, link: Link | None) -> None:
         """Flush every socket the batch wrote to: one send per socket per batch."""
         dirty, self._dirty = self._dirty, set()
         for bs in dirty:
             bs.flush()
 
     def link_lost(self, link: Link) -> None:
-        """The worker behind ``link`` is gone: its sockets' servers are gone with it."""
-        glink = cast(GatewayLink, link)
-        for wsid in list(glink.sockets):
-            bs = self.table.get(wsid)
-            if bs is None:
-                continue
-            bs.leave_home()
-            if bs.phase is Phase.CONNECTING:
-                bs.answered(None)  # no answer will come: the handshake fails (502)
-            else:
-                bs.close(1011, "app server worker lost")
-        glink.sockets.clear()
+        """The worker behind ``link`` is gone: its sockets wait for another."""
+        self.recovery.worker_lost(cast(GatewayLink, link))
 
     def _handle_reply(self, link: GatewayLink, event: Accept | Reject | Handoff) -> None:
         bs = self.table.get(event.wsid)
@@ -293,43 +311,48 @@ class Gateway:
                         event.wsid, link.id)
             return
         frame = encode_message(event.payload, binary=event.binary)
-        if bs.queue(frame, shared_only=not own):
-            bs.last_activity = trio.current_time()
+        now = trio.current_time()
+        group = self.table.groups.get(event.group) if event.seq else None
+        if group is not None and bs.groups and event.group in bs.groups:
+            queued = group.write_one(bs, frame, event.seq, now)
+        else:
+            queued = bs.queue(frame, shared_only=not own)
+            bs.last_activity = now
+        if queued:
             self.stats["frames_out"] += 1
             self.stats["bytes_out"] += len(event.payload)
             self._dirty.add(bs)
 
-    def _fan_out(self, sockets: Iterable[BrowserSocket], binary: bool, payload: bytes) -> None:
-        """Queue one frame, encoded once, on every shared socket given."""
-        frame = encode_message(payload, binary=binary)
-        now = trio.current_time()
-        dirty = self._dirty
-        sent = 0
-        for bs in sockets:
-            if bs.shared and bs.queue(frame, shared_only=True):
-                bs.last_activity = now
-                dirty.add(bs)
-                sent += 1
-        self.stats["frames_out"] += sent
-        self.stats["bytes_out"] += sent * len(payload)
-
     def _handle_write_group(self, event: WriteGroup) -> None:
-        members = self.table.groups.get(event.name)
-        if members:
-            self._fan_out(members, event.binary, event.payload)
+        group = self.table.groups.get(event.name)
+        if group:
+            frame = encode_message(event.payload, binary=event.binary)
+            sent = group.write(frame, event.seq, trio.current_time(), self._dirty)
+            self.stats["frames_out"] += sent
+            self.stats["bytes_out"] += sent * len(event.payload)
 
     def _handle_write_many(self, event: WriteMany) -> None:
         table = self.table
         found = [bs for bs in map(table.get, event.wsids) if bs is not None]
         self.stats["writes_dropped"] += len(event.wsids) - len(found)
-        self._fan_out(found, event.binary, event.payload)
+        frame = encode_message(event.payload, binary=event.binary)
+        now = trio.current_time()
+        dirty = self._dirty
+        sent = 0
+        for bs in found:
+            if bs.shared and bs.queue(frame, shared_only=True):
+                bs.last_activity = now
+                dirty.add(bs)
+                sent += 1
+        self.stats["frames_out"] += sent
+        self.stats["bytes_out"] += sent * len(event.payload)
 
     def _handle_group(self, event: Group) -> None:
         bs = self.table.get(event.wsid)
         if bs is None or bs.phase in (Phase.CLOSING, Phase.CLOSED):
             return
         if event.join:
-            self.table.join(bs, event.name)
+            self.table.join(bs, event.name, event.since)
         else:
             self.table.leave(bs, event.name)
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import trio
 
 from gateway.browser import BrowserSocket
+from gateway.groups import SocketGroup
 
 __all__ = ["ConnectionTable"]
 
@@ -16,8 +17,8 @@ class ConnectionTable:
 
     def __init__(self) -> None:
         self._sockets: dict[str, BrowserSocket] = {}
-        #: Group name -> member sockets: what a WriteGroup fans out to.
-        self.groups: dict[str, set[BrowserSocket]] = {}
+        #: Group name -> the group: what a WriteGroup fans out to.
+        self.groups: dict[str, SocketGroup] = {}
         self._emptied = trio.Event()
 
     def add(self, bs: BrowserSocket) -> None:
@@ -41,19 +42,22 @@ class ConnectionTable:
         while self._sockets:
             await self._emptied.wait()
 
-    def join(self, bs: BrowserSocket, name: str) -> None:
-        """Put a socket in a group."""
-        self.groups.setdefault(name, set()).add(bs)
+    def join(self, bs: BrowserSocket, name: str, since: int = 0) -> None:
+        """Put a socket in a group, having seen its messages up to ``since``."""
+        group = self.groups.get(name)
+        if group is None:
+            group = self.groups[name] = SocketGroup(name)
+        group.join(bs, since)
         if bs.groups is None:
             bs.groups = set()
         bs.groups.add(name)
 
     def leave(self, bs: BrowserSocket, name: str) -> None:
         """Take a socket out of a group (the group goes when it is empty)."""
-        members = self.groups.get(name)
-        if members is not None:
-            members.discard(bs)
-            if not members:
+        group = self.groups.get(name)
+        if group is not None:
+            group.leave(bs)
+            if not group.members:
                 del self.groups[name]
         if bs.groups is not None:
             bs.groups.discard(name)

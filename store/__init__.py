@@ -2,7 +2,7 @@
 
 from store.aio import AsyncStore
 from store.migrations import MIGRATIONS, apply_migrations
-from store.sqlite import ChatMessage, ChatStore, SchemaError, open_database
+from store.sqlite import ChatMessage, ChatStore, SchemaError, Stored, open_database
 
 __all__ = [
     "MIGRATIONS",
@@ -10,6 +10,7 @@ __all__ = [
     "ChatMessage",
     "ChatStore",
     "SchemaError",
+    "Stored",
     "apply_migrations",
     "open_database",
 ]

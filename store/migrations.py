@@ -10,7 +10,10 @@ The tables replace the tutorial's globals:
 ================================  ==============================================
 
 ``AUTOINCREMENT`` makes message ids behave as ``$INCREMENT`` does: never reused, even
-after deletes.
+after deletes. Migration 2 numbers each room's messages (``seq`` 1, 2, ... per room: the
+``Id`` a chat message carries, and what ``?since=`` counts) and gives every message
+the id of the client message it came from (``client_id``, unique: the same message
+delivered twice after a crash is stored once).
 """
 
 from __future__ import annotations
@@ -63,6 +66,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             detail TEXT NOT NULL DEFAULT '',
             at TEXT NOT NULL
         )""",
+    )),
+    Migration(2, "message numbers per room; client message ids", (
+        "ALTER TABLE messages ADD COLUMN seq INTEGER",
+        "ALTER TABLE messages ADD COLUMN client_id TEXT",
+        """UPDATE messages SET seq = (
+            SELECT count(*) FROM messages AS earlier
+            WHERE earlier.room = messages.room AND earlier.id <= messages.id)""",
+        "CREATE UNIQUE INDEX messages_room_seq ON messages (room, seq)",
+        "CREATE UNIQUE INDEX messages_client_id ON messages (client_id)",
     )),
 )
 

@@ -20,21 +20,40 @@ from store.migrations import MIGRATIONS, apply_migrations, schema_version
 if TYPE_CHECKING:
     import sqlite_utils
 
-__all__ = ["BUSY_TIMEOUT_MS", "ChatMessage", "ChatStore", "SchemaError", "open_database"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "ChatMessage",
+    "ChatStore",
+    "SchemaError",
+    "Stored",
+    "open_database",
+]
 
 BUSY_TIMEOUT_MS = 10_000
 
 
 class ChatMessage(NamedTuple):
-    """One row of ``^Chat.Messages``: the raw inbound text and when it was stored."""
+    """One row of ``^Chat.Messages``: the raw inbound text and when it was stored.
+
+    ``id`` counts every message (``$INCREMENT``); ``seq`` counts the room's (1, 2, ...).
+    """
 
     id: int
     raw: str
     room: str
     sent: str
+    seq: int
 
 
-_MESSAGE_COLUMNS = "id, raw, room, sent"
+class Stored(NamedTuple):
+    """What :meth:`ChatStore.store_message` did: the row, and whether it was there
+    already (the same client message, delivered again after a crash)."""
+
+    row: ChatMessage
+    duplicate: bool
+
+
+_MESSAGE_COLUMNS = "id, raw, room, sent, seq"
 
 
 class SchemaError(Exception):
@@ -116,12 +135,14 @@ class ChatStore:
 
     # ^Chat.WebSocketConnections
     def add_connection(self, wsid: str, room: str = "default", mode: str = "shared",
-                       gateway: str = "") -> None:
-        """``set ^Chat.WebSocketConnections(wsid)=""``."""
+                       gateway: str = "") -> int:
+        """``set ^Chat.WebSocketConnections(wsid)=""``; return the number of the room's
+        last message (read in the same transaction: what the socket has "seen")."""
         self._write(
             "INSERT OR REPLACE INTO connections (wsid, room, mode, gateway, opened_at) "
             "VALUES (?, ?, ?, ?, ?)", (wsid, room, mode, gateway, _now()),
         )
+        return self.last_message_id(room)
 
     def remove_connection(self, wsid: str) -> bool:
         """``kill ^Chat.WebSocketConnections(wsid)``; True if it was there."""
@@ -164,22 +185,34 @@ class ChatStore:
 
     # ^Chat.Messages
     def add_message(self, raw: str, *, wsid: str = "", room: str = "default",
-                    author: str = "") -> int:
-        """``set mid=$INCREMENT(^Chat.Messages), ^Chat.Messages(mid)=raw``; return mid."""
+                    author: str = "", client_id: str | None = None) -> int:
+        """``set mid=$INCREMENT(^Chat.Messages), ^Chat.Messages(mid)=raw``; return mid.
+
+        The message gets the room's next number (``seq``); a ``client_id`` stored
+        already raises ``sqlite3.IntegrityError``.
+        """
         cursor = self._write(
-            "INSERT INTO messages (raw, room, wsid, author, sent) VALUES (?, ?, ?, ?, ?)",
-            (raw, room, wsid, author, _now()),
+            "INSERT INTO messages (raw, room, wsid, author, sent, seq, client_id) "
+            "VALUES (?, ?, ?, ?, ?, "
+            "(SELECT coalesce(max(seq), 0) + 1 FROM messages WHERE room = ?), ?)",
+            (raw, room, wsid, author, _now(), room, client_id),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
     def store_message(self, raw: str, *, wsid: str = "", room: str = "default",
-                      author: str = "") -> ChatMessage:
-        """:meth:`add_message`, returning the stored row (so nobody reads it back)."""
-        mid = self.add_message(raw, wsid=wsid, room=room, author=author)
-        row = self.message(mid)
-        assert row is not None
-        return row
+                      author: str = "", client_id: str | None = None) -> Stored:
+        """Store a client message once: a ``client_id`` stored already gives back the
+        row stored then (``duplicate``), and stores nothing."""
+        if client_id is not None:
+            row = self.db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages "
+                                  "WHERE client_id = ?", (client_id,)).fetchone()
+            if row is not None:
+                return Stored(ChatMessage(*row), duplicate=True)
+        mid = self.add_message(raw, wsid=wsid, room=room, author=author, client_id=client_id)
+        stored = self.message(mid)
+        assert stored is not None
+        return Stored(stored, duplicate=False)
 
     def message(self, mid: int) -> ChatMessage | None:
         """``$GET(^Chat.Messages(mid))``, with its room and the time it was stored."""
@@ -187,20 +220,22 @@ class ChatStore:
                               (mid,)).fetchone()
         return None if row is None else ChatMessage(*row)
 
-    def messages_after(self, room: str, after_id: int, limit: int = 1000) -> list[ChatMessage]:
-        """Messages of a room with ids above ``after_id``, oldest first."""
+    def messages_after(self, room: str, after_seq: int, limit: int = 1000
+                       ) -> list[ChatMessage]:
+        """A room's messages numbered above ``after_seq``, in order."""
         rows = self.db.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room = ? AND id > ? "
-            "ORDER BY id LIMIT ?", (room, after_id, limit),
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE room = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?", (room, after_seq, limit),
         )
         return [ChatMessage(*row) for row in rows.fetchall()]
 
     def last_message_id(self, room: str | None = None) -> int:
-        """The highest message id (of a room, or overall); 0 when there is none."""
+        """The number of a room's last message (0 when there is none); without a room,
+        the highest message id overall."""
         if room is None:
             row = self.db.execute("SELECT max(id) FROM messages").fetchone()
         else:
-            row = self.db.execute("SELECT max(id) FROM messages WHERE room = ?",
+            row = self.db.execute("SELECT max(seq) FROM messages WHERE room = ?",
                                   (room,)).fetchone()
         return int(row[0] or 0)
 

@@ -19,6 +19,7 @@ from gateway.link.events import (
     NONCE_BYTES,
     PROOF_BYTES,
     Accept,
+    Ack,
     Adopt,
     Challenge,
     Close,
@@ -34,6 +35,7 @@ from gateway.link.events import (
     Open,
     Refused,
     Reject,
+    Resume,
     SocketState,
     SocketStatus,
     Welcome,
@@ -72,6 +74,7 @@ _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _HEADER = struct.Struct(">IB")  # length, type
+_DATA = struct.Struct(">BIB")  # flags, seq, id length
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -118,13 +121,31 @@ def _flags(*bits: bool) -> int:
 def _encode_body(event: Event) -> tuple[FrameType, bytes]:
     w = _Writer()
     match event:
-        case Data(wsid, binary, payload) | Write(wsid, binary, payload):
-            # The hot path: build the body directly.
-            raw = wsid.encode()
-            if len(raw) > 0xFF:
-                raise FrameTooBig("the socket id is too long for the link")
-            kind = FrameType.DATA if isinstance(event, Data) else FrameType.WRITE
-            return kind, bytes((1 if binary else 0, len(raw))) + raw + payload
+        case Data(wsid, binary, payload, seq):
+            # The hot paths (Data and Write) build the body directly.
+            raw = _socket_id(wsid)
+            return FrameType.DATA, _DATA.pack(1 if binary else 0, seq, len(raw)) + raw + payload
+        case Write(wsid, binary, payload, group, seq):
+            raw = _socket_id(wsid)
+            if not seq:
+                return FrameType.WRITE, bytes((1 if binary else 0, len(raw))) + raw + payload
+            w.u8(_flags(binary, True))
+            w.str8(wsid, "the socket id")
+            w.u32(seq)
+            w.str8(group, "the group name")
+            w.raw(payload)
+            return FrameType.WRITE, b"".join(w.parts)
+        case Ack(wsid, seq):
+            w.str8(wsid, "the socket id")
+            w.u32(seq)
+            return FrameType.ACK, b"".join(w.parts)
+        case Resume(wsid, class_name, state, binary, ended, close_code):
+            w.str8(wsid, "the socket id")
+            w.str8(class_name, "the server class name")
+            w.u8(_flags(binary, ended))
+            w.u16(close_code)
+            w.raw(state)
+            return FrameType.RESUME, b"".join(w.parts)
         case Challenge(version, nonce):
             w.raw(b"WSGL")
             w.u8(version)
@@ -161,14 +182,16 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.str8(wsid, "the socket id")
             w.raw(state)
             return FrameType.HANDOFF, b"".join(w.parts)
-        case Group(wsid, name, join):
+        case Group(wsid, name, join, since):
             w.str8(wsid, "the socket id")
             w.str8(name, "the group name")
             w.u8(_flags(join))
+            w.u32(since)
             return FrameType.GROUP, b"".join(w.parts)
-        case WriteGroup(name, binary, payload):
+        case WriteGroup(name, binary, payload, seq):
             w.str8(name, "the group name")
             w.u8(_flags(binary))
+            w.u32(seq)
             w.raw(payload)
             return FrameType.WRITE_GROUP, b"".join(w.parts)
         case WriteMany(wsids, binary, payload):
@@ -178,9 +201,10 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.u8(_flags(binary))
             w.raw(payload)
             return FrameType.WRITE_MANY, b"".join(w.parts)
-        case Accept(wsid, shared, binary):
+        case Accept(wsid, shared, binary, state):
             w.str8(wsid, "the socket id")
             w.u8(_flags(shared, binary))
+            w.raw(state)
             return FrameType.ACCEPT, b"".join(w.parts)
         case Reject(wsid, status, body):
             w.str8(wsid, "the socket id")
@@ -213,6 +237,13 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.u8(_flags(first))
             return FrameType.ENDED, b"".join(w.parts)
     raise LinkUsageError(f"not a link event: {type(event).__name__}")
+
+
+def _socket_id(wsid: str) -> bytes:
+    raw = wsid.encode()
+    if len(raw) > 0xFF:
+        raise FrameTooBig("the socket id is too long for the link")
+    return raw
 
 
 def _write_open(w: _Writer, event: Open) -> None:
@@ -328,20 +359,39 @@ class _Reader:
             raise LinkProtocolError(f"trailing bytes in {self._what} frame")
 
 
-def _decode_data(kind: FrameType, body: bytes) -> Data | Write:
-    if len(body) < 2:
-        raise LinkProtocolError(f"truncated {kind.name} frame")
-    flags, n = body[0], body[1]
+def _decode_data(body: bytes) -> Data:
+    if len(body) < 6:
+        raise LinkProtocolError("truncated DATA frame")
+    flags, seq, n = _DATA.unpack_from(body)
     if flags > 1:
-        raise LinkProtocolError(f"unknown flag bits in {kind.name} frame")
+        raise LinkProtocolError("unknown flag bits in DATA frame")
+    if len(body) < 6 + n:
+        raise LinkProtocolError("truncated DATA frame")
+    try:
+        wsid = body[6 : 6 + n].decode()
+    except UnicodeDecodeError:
+        raise LinkProtocolError("invalid UTF-8 in DATA frame") from None
+    return Data(wsid, flags == 1, body[6 + n :], seq)
+
+
+def _decode_write(body: bytes) -> Write:
+    if len(body) < 2:
+        raise LinkProtocolError("truncated WRITE frame")
+    flags, n = body[0], body[1]
+    if flags > 3:
+        raise LinkProtocolError("unknown flag bits in WRITE frame")
+    if flags & 2:  # sequenced: the group and the number follow the id
+        r = _Reader(body, "WRITE")
+        r.u8()
+        wsid, seq, group = r.str8(), r.u32(), r.str8()
+        return Write(wsid, bool(flags & 1), r.rest(), group, seq)
     if len(body) < 2 + n:
-        raise LinkProtocolError(f"truncated {kind.name} frame")
+        raise LinkProtocolError("truncated WRITE frame")
     try:
         wsid = body[2 : 2 + n].decode()
     except UnicodeDecodeError:
-        raise LinkProtocolError(f"invalid UTF-8 in {kind.name} frame") from None
-    cls = Data if kind is FrameType.DATA else Write
-    return cls(wsid, flags == 1, body[2 + n :])
+        raise LinkProtocolError("invalid UTF-8 in WRITE frame") from None
+    return Write(wsid, flags == 1, body[2 + n :])
 
 
 def decode_body(type_byte: int, body: bytes) -> Event:
@@ -350,8 +400,10 @@ def decode_body(type_byte: int, body: bytes) -> Event:
         kind = FrameType(type_byte)
     except ValueError:
         raise LinkProtocolError(f"unknown frame type 0x{type_byte:02x}") from None
-    if kind in (FrameType.DATA, FrameType.WRITE):
-        return _decode_data(kind, body)
+    if kind is FrameType.DATA:
+        return _decode_data(body)
+    if kind is FrameType.WRITE:
+        return _decode_write(body)
     r = _Reader(body, kind.name)
     event: Event
     match kind:
@@ -375,11 +427,12 @@ def decode_body(type_byte: int, body: bytes) -> Event:
         case FrameType.GROUP:
             wsid, name = r.str8(), r.str8()
             (join,) = r.flags(1)
-            event = Group(wsid, name, join)
+            event = Group(wsid, name, join, r.u32())
         case FrameType.WRITE_GROUP:
             name = r.str8()
             (binary,) = r.flags(1)
-            event = WriteGroup(name, binary, r.rest())
+            seq = r.u32()
+            event = WriteGroup(name, binary, r.rest(), seq)
         case FrameType.WRITE_MANY:
             count = r.u32()
             if count > len(body):  # each id takes at least one byte
@@ -390,7 +443,14 @@ def decode_body(type_byte: int, body: bytes) -> Event:
         case FrameType.ACCEPT:
             wsid = r.str8()
             shared, binary = r.flags(2)
-            event = Accept(wsid, shared, binary)
+            event = Accept(wsid, shared, binary, r.rest())
+        case FrameType.ACK:
+            event = Ack(r.str8(), r.u32())
+        case FrameType.RESUME:
+            wsid, class_name = r.str8(), r.str8()
+            binary, ended = r.flags(2)
+            code = r.u16()
+            event = Resume(wsid, class_name, r.rest(), binary, ended, code)
         case FrameType.REJECT:
             event = Reject(r.str8(), r.u16(), r.str16())
         case FrameType.CLOSE:

@@ -68,7 +68,7 @@ from gateway.link.events import (
 
 __all__ = ["PROTOCOL_VERSION", "LinkConnection", "LinkState", "Role"]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 _LENGTH = struct.Struct(">I")
 
@@ -95,7 +95,7 @@ class LinkState(enum.Enum):
 
 
 def _proof(secret: bytes, label: bytes, first: bytes, second: bytes, gateway_id: str) -> bytes:
-    message = b"wsgate-link/2 " + label + b"\0" + first + second + gateway_id.encode()
+    message = b"wsgate-link/3 " + label + b"\0" + first + second + gateway_id.encode()
     return hmac.new(secret, message, hashlib.sha256).digest()
 
 
@@ -110,11 +110,11 @@ _OPEN_IN: dict[Role, frozenset[FrameType]] = {
     Role.GATEWAY: frozenset(
         {FrameType.ACCEPT, FrameType.REJECT, FrameType.WRITE, FrameType.CLOSE,
          FrameType.HEARTBEAT, FrameType.END, FrameType.HANDOFF, FrameType.GROUP,
-         FrameType.WRITE_GROUP, FrameType.WRITE_MANY}
+         FrameType.WRITE_GROUP, FrameType.WRITE_MANY, FrameType.ACK}
     ),
     Role.APPSERVER: frozenset(
         {FrameType.OPEN, FrameType.DATA, FrameType.CLOSE, FrameType.HEARTBEAT,
-         FrameType.SOCKET_STATE, FrameType.ENDED, FrameType.ADOPT}
+         FrameType.SOCKET_STATE, FrameType.ENDED, FrameType.ADOPT, FrameType.RESUME}
     ),
 }
 #: What each role sends once the link is open: what the other role receives.

@@ -26,6 +26,7 @@ __all__ = [
     "NONCE_BYTES",
     "PROOF_BYTES",
     "Accept",
+    "Ack",
     "Adopt",
     "Challenge",
     "Close",
@@ -41,6 +42,7 @@ __all__ = [
     "Open",
     "Refused",
     "Reject",
+    "Resume",
     "SocketState",
     "SocketStatus",
     "Welcome",
@@ -75,6 +77,8 @@ class FrameType(enum.IntEnum):
     GROUP = 0x1C
     WRITE_GROUP = 0x1D
     WRITE_MANY = 0x1E
+    ACK = 0x1F
+    RESUME = 0x20
 
 
 class SocketStatus(enum.IntEnum):
@@ -151,11 +155,16 @@ class Open:
 
 @dataclass(frozen=True, slots=True)
 class Accept:
-    """Worker -> gateway: ``OnPreServer`` accepted the socket, in this mode."""
+    """Worker -> gateway: ``OnPreServer`` accepted the socket, in this mode.
+
+    ``state`` holds the instance's attributes after OnPreServer (JSON), which the
+    gateway keeps: a worker that takes the socket over after a crash restores them.
+    """
 
     wsid: str
     shared: bool
     binary: bool = False
+    state: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,26 +178,50 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class Data:
-    """Gateway -> worker: one whole message from the browser."""
+    """Gateway -> worker: one whole message from the browser.
+
+    ``seq`` counts the socket's messages (1, 2, ...). The gateway keeps each message
+    until the worker acknowledges it (:class:`Ack`), and sends what was not
+    acknowledged again to the worker that resumes the socket after a crash.
+    """
 
     wsid: str
     binary: bool
     payload: bytes
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Worker -> gateway: the socket's messages up to ``seq`` have been handled (its
+    Server() read on past them, or OnClientMessage returned)."""
+
+    wsid: str
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Worker -> gateway: send one message to the browser socket ``wsid``."""
+    """Worker -> gateway: send one message to the browser socket ``wsid``.
+
+    With ``seq``, the message is number ``seq`` of ``group``'s sequence, sent to this
+    socket only (a socket catching up): the gateway delivers it in the group's order,
+    and not at all if the socket had it already.
+    """
 
     wsid: str
     binary: bool
     payload: bytes
+    group: str = ""
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Close:
     """Either way: worker -> gateway closes the browser socket; gateway -> worker says
-    the browser socket closed (``ended`` is true when a server's ``EndServer`` did it)."""
+    the browser socket closed (``ended`` is true when a server's ``EndServer`` did it).
+    From a worker, ``ended`` says that worker ran the socket's OnPostServer (it is
+    stopping): nobody else must."""
 
     wsid: str
     code: int = 1000
@@ -254,24 +287,52 @@ class Adopt:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """Gateway -> worker: take over a shared socket whose worker is gone.
+
+    The worker restores ``state`` (what the first worker reported in its Accept) and
+    runs ``Server()`` again, not OnPreServer; the messages that were not acknowledged
+    follow. With ``ended``, the socket is already closed (or was private): the worker
+    only runs its OnPostServer, which nobody else ran.
+    """
+
+    wsid: str
+    class_name: str
+    state: bytes
+    binary: bool = False
+    ended: bool = False
+    close_code: int = 1006
+
+
+@dataclass(frozen=True, slots=True)
 class Group:
-    """Worker -> gateway: ``wsid`` joins (or leaves) the named group of sockets."""
+    """Worker -> gateway: ``wsid`` joins (or leaves) the named group of sockets.
+
+    ``since`` is the last message of the group's sequence the socket has seen: the
+    gateway delivers it sequenced messages from ``since + 1`` on, in order, once each
+    (0: from the first sequenced message it gets).
+    """
 
     wsid: str
     name: str
     join: bool = True
+    since: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class WriteGroup:
     """Worker -> gateway: one message to every shared socket of a group on this gateway.
 
-    The fast path of a broadcast: one frame per gateway, not one per socket.
+    The fast path of a broadcast: one frame per gateway, not one per socket. With
+    ``seq`` (the message's number in the group's sequence, 1, 2, ...), each member gets
+    the group's messages in order and once each, whichever worker sent them and
+    however often (a message sent again after a crash is dropped).
     """
 
     name: str
     binary: bool
     payload: bytes
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,5 +347,5 @@ class WriteMany:
 Event = (
     Challenge | Hello | Welcome | Refused | Open | Accept | Reject | Data | Write | Close
     | Heartbeat | SocketState | End | Ended | Handoff | Adopt | Group | WriteGroup
-    | WriteMany
+    | WriteMany | Ack | Resume
 )

@@ -52,7 +52,7 @@ async def test_three_clients_chat(chat_system: System) -> None:
             await b.say("hello, world", author="alice")
             for client in (a, b, c):
                 first = await client.expect("Chat")
-                assert list(first) == ["Message", "Author", "Type", "Sent"]
+                assert list(first) == ["Message", "Author", "Type", "Sent", "Id"]
                 assert first["Message"] == b64("hello, world")
                 assert first["Author"] == "alice"
                 assert SENT.match(first["Sent"])

@@ -69,7 +69,7 @@ async def test_three_clients_chat_in_each_mode(start_run: StartRun, mode: str) -
             await b.say("hello, world", author="alice")
             firsts = [await client.expect("Chat", DELIVERY_S) for client in (a, b, c)]
             for first in firsts:
-                assert list(first) == ["Message", "Author", "Type", "Sent"]
+                assert list(first) == ["Message", "Author", "Type", "Sent", "Id"]
                 assert first["Message"] == b64("hello, world")
                 assert first["Author"] == "alice"
                 assert SENT.match(first["Sent"])

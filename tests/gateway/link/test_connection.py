@@ -11,6 +11,7 @@ from gateway.link.connection import PROTOCOL_VERSION, LinkConnection, LinkState,
 from gateway.link.errors import LinkAuthError, LinkProtocolError, LinkUsageError
 from gateway.link.events import (
     Accept,
+    Ack,
     Adopt,
     Challenge,
     Close,
@@ -26,6 +27,7 @@ from gateway.link.events import (
     Open,
     Refused,
     Reject,
+    Resume,
     SocketState,
     SocketStatus,
     Welcome,
@@ -39,7 +41,8 @@ SECRET = b"s3cret-for-tests"
 GATEWAY_TO_WORKER: list[Event] = [
     Open("gw.a1-1", "user/Chat.Server", "/csp/user/Chat.Server.cls", "room=x&mode=shared",
          (("host", "localhost"), ("cookie", "a=b")), "127.0.0.1"),
-    Data("gw.a1-1", False, "Grüße, 你好".encode()),
+    Data("gw.a1-1", False, "Grüße, 你好".encode(), seq=1),
+    Data("gw.a1-1", False, b"again", seq=0xFFFFFFFF),
     Data("gw.a1-1", True, bytes(range(256))),
     Data("gw.a1-1", True, b""),
     Close("gw.a1-1", 1001, "going away", ended=False),
@@ -52,20 +55,26 @@ GATEWAY_TO_WORKER: list[Event] = [
                (), "127.0.0.1", shared_allowed=False), b"\x80\x05state"),
     Ended(42, first=True),
     Ended(43, first=False),
+    Resume("gw.a1-6", "user/Chat.Server", b'{"room": "x"}', binary=True),
+    Resume("gw.a1-7", "user/Chat.Server", b"", ended=True, close_code=1011),
 ]
 WORKER_TO_GATEWAY: list[Event] = [
     Accept("gw.a1-1", shared=True),
-    Accept("gw.a1-2", shared=False, binary=True),
+    Accept("gw.a1-2", shared=False, binary=True, state=b'{"room": "default"}'),
+    Ack("gw.a1-1", 12),
     Reject("gw.a1-3", 503, "busy, try later"),
     Write("gw.a1-1", False, b'{"Type":"Chat"}'),
     Write("gw.a1-1", True, b"\x00\xff"),
+    Write("gw.a1-1", False, b'{"Id":3}', group="chat:default", seq=3),
     Close("gw.a1-1", 1011, "server error"),
     Heartbeat(1),
     End(9, "gw.a1-1", 1000, "bye"),
     Handoff("gw.a1-5", b"\x80\x05pickled"),
     Group("gw.a1-1", "chat:default"),
     Group("gw.a1-1", "chat:default", join=False),
+    Group("gw.a1-1", "chat:default", since=41),
     WriteGroup("chat:default", False, b'{"Type":"Chat"}'),
+    WriteGroup("chat:default", False, b'{"Id":42}', seq=42),
     WriteMany(("gw.a1-1", "gw.a1-2", "gw.a1-30"), True, b"\x01\x02"),
     WriteMany((), False, b""),
 ]
@@ -232,7 +241,7 @@ def test_open_link_limits_and_directions() -> None:
         (b"\x00\x00\x00\x00", "empty frame"),
         (b"\x00\x00\x00\x01\x7f", "unknown frame type 0x7f"),
         (b"\x00\x00\x00\x02\x13\x00", "truncated DATA"),
-        (b"\x00\x00\x00\x04\x13\x05\x01a", "unknown flag bits"),
+        (b"\x00\x00\x00\x08\x13\x05\x00\x00\x00\x01\x01a", "unknown flag bits"),
         (b"\x00\x00\x00\x04\x16\x00\x00\x00", "truncated HEARTBEAT"),
         (b"\x00\x00\x00\x07\x16\x00\x00\x00\x01\x00\x00", "trailing bytes"),
         (b"\x00\x00\x00\x04\x17\x01\xff\x00", "invalid UTF-8"),
@@ -245,6 +254,14 @@ def test_malformed_frames_give_the_documented_error(frame: bytes, reason: str) -
     worker.receive_data(frame)
     with pytest.raises(LinkProtocolError, match=reason):
         worker.next_event()
+
+
+def test_a_write_with_unknown_flags_is_a_protocol_error() -> None:
+    """A WRITE frame with flag bits the protocol does not define ends the link."""
+    gateway = LinkConnection.adopted(Role.GATEWAY, gateway_id="gw.a1", link_id=1)
+    gateway.receive_data(b"\x00\x00\x00\x04\x14\x04\x01a")
+    with pytest.raises(LinkProtocolError, match="unknown flag bits in WRITE"):
+        gateway.next_event()
 
 
 def test_eof_in_the_middle_of_a_frame() -> None:
