@@ -34,6 +34,7 @@ import logging
 import time
 from typing import Any
 
+from appserver.context import current_runtime
 from appserver.csp import DEFAULT_READ_TIMEOUT_S, WebSocket
 from appserver.errors import (
     ClientClosed,
@@ -54,7 +55,8 @@ READ_TIMEOUT_S = 1.0
 MODES = ("shared", "private")
 #: How often (per room and worker) group mode looks for stale connection rows.
 SWEEP_INTERVAL_S = 10.0
-_last_sweep: dict[str, float] = {}
+#: (worker pid, room) -> when that worker last swept the room.
+_last_sweep: dict[tuple[int, str], float] = {}
 MAX_ALIAS_CHARS = 64
 STATUS_TEXT = "status update, this shouldn't be processed as message"
 
@@ -353,9 +355,10 @@ class ChatServer(WebSocket):
         "open" branch would never drop a stale row (a socket whose worker died): look
         for them at most every SWEEP_INTERVAL_S per room and worker, the same way."""
         now = time.monotonic()
-        if now - _last_sweep.get(self.room, 0.0) < SWEEP_INTERVAL_S:
+        key = (current_runtime().pid, self.room)
+        if now - _last_sweep.get(key, 0.0) < SWEEP_INTERVAL_S:
             return
-        _last_sweep[self.room] = now
+        _last_sweep[key] = now
         for c in await self.store.run(ChatStore.connections, self.room, "shared"):
             try:
                 await type(self)().OpenServer(c)

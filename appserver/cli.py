@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-ttl", type=float, default=15.0, metavar="S",
                         help="seconds a gateway may stay unlinked before its sockets count "
                              "as gone and their OnPostServer runs here (default 15)")
+    parser.add_argument("--link-heartbeat", type=float, default=5.0, metavar="S",
+                        help="heartbeat period of the links; a gateway silent for three "
+                             "periods is dead (default 5)")
     parser.add_argument("--db", default="wsgate.db", metavar="PATH",
                         help="SQLite store shared by the workers (default ./wsgate.db)")
     parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
@@ -81,9 +84,12 @@ def build_config(args: argparse.Namespace) -> AppServerConfig:
         raise ValueError("--max-workers must be at least --workers")
     if args.node_ttl <= 0:
         raise ValueError("--node-ttl must be above 0")
+    if args.link_heartbeat <= 0:
+        raise ValueError("--link-heartbeat must be above 0")
     return AppServerConfig(
         secret=load_secret(args.secret_file), host=host, port=port, workers=args.workers,
         max_workers=max_workers, idle_timeout_s=args.idle_timeout, node_ttl_s=args.node_ttl,
+        link_heartbeat_s=args.link_heartbeat,
         db=os.path.abspath(args.db), apps=tuple(args.app),
         settings={"mode": args.mode, **_settings(args.settings)},
         appserver_id=args.appserver_id,

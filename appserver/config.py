@@ -21,6 +21,8 @@ class AppServerConfig:
     #: Seconds a gateway may have no link before it counts as gone, and the sockets it
     #: left behind get their OnPostServer on a live worker.
     node_ttl_s: float = 15.0
+    #: How often links send heartbeats (a gateway silent for three periods is dead).
+    link_heartbeat_s: float = 5.0
     db: str = "wsgate.db"
     apps: tuple[str, ...] = ()
     #: Options for server classes (``--set NAME=VALUE``; the chat reads ``mode``).

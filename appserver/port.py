@@ -11,7 +11,7 @@ A port has one :class:`PortPhase`, moved only by :meth:`SocketPort._move` throug
 :data:`TRANSITIONS`. The table is where "OnPostServer runs exactly once" is enforced:
 the only way into ``POST_SERVER`` is the socket closing after ``Server()`` returned (or
 ``Server()`` returning after it closed), and :meth:`SocketPort.finish` leaves it at once
-for ``DONE``. ``EndServer`` moves the port to ``*_ENDED``/``DONE`` instead, because its
+for ``FINISHING`` (then ``DONE`` once OnPostServer returned). ``EndServer`` moves the port to ``*_ENDED``/``DONE`` instead, because its
 caller runs OnPostServer itself (IRIS); across workers the gateway decides which
 ``EndServer`` was first, and tells the home worker with ``Close(ended=True)``.
 """
@@ -49,6 +49,7 @@ class PortPhase(enum.Enum):
     SERVING_ENDED = "serving-ended"  # Server() runs; EndServer's caller ran OnPostServer
     WAITING = "waiting"  # Server() returned; the (shared) socket stays open
     POST_SERVER = "post-server"  # closed and Server() done: OnPostServer is due, once
+    FINISHING = "finishing"  # OnPostServer runs
     DETACHED = "detached"  # the link is gone while the socket was open: nothing runs here
     DONE = "done"  # nothing is left to run; the port is forgotten
 
@@ -61,6 +62,7 @@ class PortStep(enum.Enum):
     CLOSED = "closed"  # the browser socket closed (client, crash, gateway)
     ENDED = "ended"  # EndServer ran: its caller runs OnPostServer
     RETURNED = "returned"  # Server() returned (or raised, or was cancelled)
+    FINISHING = "finishing"  # OnPostServer starts
     FINISHED = "finished"  # OnPostServer ran
     DETACH = "detach"  # the link to the socket's gateway is gone
 
@@ -79,7 +81,8 @@ TRANSITIONS: dict[tuple[PortPhase, PortStep], PortPhase] = {
     (PortPhase.SERVING_ENDED, PortStep.RETURNED): PortPhase.DONE,
     (PortPhase.WAITING, PortStep.CLOSED): PortPhase.POST_SERVER,
     (PortPhase.WAITING, PortStep.ENDED): PortPhase.DONE,
-    (PortPhase.POST_SERVER, PortStep.FINISHED): PortPhase.DONE,
+    (PortPhase.POST_SERVER, PortStep.FINISHING): PortPhase.FINISHING,
+    (PortPhase.FINISHING, PortStep.FINISHED): PortPhase.DONE,
     (PortPhase.PREPARING, PortStep.DETACH): PortPhase.DETACHED,
     (PortPhase.SERVING, PortStep.DETACH): PortPhase.DETACHED,
     (PortPhase.WAITING, PortStep.DETACH): PortPhase.DONE,
@@ -208,8 +211,13 @@ class SocketPort:
     async def finish(self, post_server: PostServer) -> None:
         """Run OnPostServer if it is due: the one place that runs it for a port."""
         if self.phase is PortPhase.POST_SERVER:
-            self._move(PortStep.FINISHED)  # before the await: nobody else can enter
-            await post_server(self.instance)
+            self._move(PortStep.FINISHING)  # before the await: nobody else can enter
+            try:
+                await post_server(self.instance)
+            finally:
+                # DONE only now: a private worker is lent out again once its socket's
+                # ports are all done, so not while OnPostServer still runs.
+                self._move(PortStep.FINISHED)
 
     # --- the inbox ------------------------------------------------------------------------
 

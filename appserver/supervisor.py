@@ -137,6 +137,7 @@ class Supervisor:
             "settings": self.config.settings,
             "appserver_id": self.config.appserver_id,
             "log_level": self.config.log_level,
+            "link_heartbeat_s": self.config.link_heartbeat_s,
         })
 
     async def serve_metrics(
@@ -215,6 +216,9 @@ class Supervisor:
             parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
                 process = await self._start_worker(self._worker_config(), child)
+            except BaseException:  # failed or cancelled: no worker holds the other end
+                parent.close()
+                raise
             finally:
                 child.close()
             parent.setblocking(False)

@@ -32,7 +32,7 @@ from appserver.control import in_packets, send_control
 from appserver.lifecycle import SHUTDOWN_GRACE_S, stop_serving
 from appserver.runtime import WorkerRuntime
 from gateway.link.connection import LinkConnection, Role
-from gateway.link.driver import Link
+from gateway.link.driver import HEARTBEAT_S, Link
 from gateway.link.process import configure_logging
 from store.aio import AsyncStore
 from store.sqlite import ChatStore
@@ -54,7 +54,8 @@ async def _run_link(runtime: WorkerRuntime, link: Link, ctrl: socket.socket) -> 
         log.info("link %d from gateway %s closed", link.id, link.gateway_id)
 
 
-def _adopt_link(runtime: WorkerRuntime, command: dict[str, Any], fd: int) -> Link:
+def _adopt_link(runtime: WorkerRuntime, command: dict[str, Any], fd: int,
+                heartbeat_s: float) -> Link:
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -63,14 +64,14 @@ def _adopt_link(runtime: WorkerRuntime, command: dict[str, Any], fd: int) -> Lin
     leftover = base64.b64decode(command.get("leftover", ""))
     if leftover:
         conn.receive_data(leftover)
-    link = Link(sock, conn, worker_pid=runtime.pid)
+    link = Link(sock, conn, worker_pid=runtime.pid, heartbeat_s=heartbeat_s)
     runtime.link_up(link)
     log.info("link %d from gateway %s adopted", link.id, link.gateway_id)
     return link
 
 
 async def _control_loop(runtime: WorkerRuntime, ctrl: socket.socket,
-                        nursery: trio.Nursery) -> None:
+                        nursery: trio.Nursery, heartbeat_s: float) -> None:
     while True:
         await trio.lowlevel.wait_readable(ctrl)
         try:
@@ -86,7 +87,7 @@ async def _control_loop(runtime: WorkerRuntime, ctrl: socket.socket,
         if command.get("cmd") == "stop":
             return
         if command.get("cmd") == "link" and len(fds) == 1:
-            link = _adopt_link(runtime, command, fds[0])
+            link = _adopt_link(runtime, command, fds[0], heartbeat_s)
             nursery.start_soon(_run_link, runtime, link, ctrl)
         elif command.get("cmd") == "finish" and not fds:
             sockets = [(str(w), str(c), str(s)) for w, c, s in command["sockets"]]
@@ -108,7 +109,7 @@ async def _report_stats(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
 
 
 async def _serve(runtime: WorkerRuntime, ctrl: socket.socket,
-                 stop_requests: AsyncIterator[object] | None,
+                 stop_requests: AsyncIterator[object] | None, heartbeat_s: float,
                  task_status: trio.TaskStatus[WorkerRuntime]) -> None:
     ctrl.setblocking(False)
     async with trio.open_nursery() as nursery:
@@ -128,7 +129,7 @@ async def _serve(runtime: WorkerRuntime, ctrl: socket.socket,
         nursery.start_soon(_report_stats, runtime, ctrl)
         task_status.started(runtime)
         send_control(ctrl, {"event": "ready", "pid": runtime.pid})
-        await _control_loop(runtime, ctrl, nursery)
+        await _control_loop(runtime, ctrl, nursery, heartbeat_s)
         await stop()
 
 
@@ -157,7 +158,8 @@ async def run_worker(
     )
     install_runtime(runtime)
     try:
-        await _serve(runtime, ctrl, stop_requests, task_status)
+        await _serve(runtime, ctrl, stop_requests,
+                     float(config.get("link_heartbeat_s", HEARTBEAT_S)), task_status)
     finally:
         store.close()
 

@@ -156,7 +156,7 @@ class BrowserSocket:
     __slots__ = (
         "_drain_running", "_handshake", "_reader_scope", "_received", "_unacked",
         "_unacked_bytes", "binary", "class_name", "client_address", "close_code",
-        "close_reason", "groups", "home", "last_activity", "out", "owner", "phase",
+        "close_reason", "groups", "home", "last_activity", "last_heard", "out", "owner", "phase",
         "session", "shared", "sock", "state", "ws", "wsid",
     )
 
@@ -181,6 +181,8 @@ class BrowserSocket:
         self.session = ""
         #: When a message last went either way (the session timeout counts from it).
         self.last_activity = trio.current_time()
+        #: When the browser last sent anything (a pong too): the heartbeat counts from it.
+        self.last_heard = self.last_activity
         #: The groups the socket belongs to (None until it joins one: most never do).
         self.groups: set[str] | None = None
         self.close_code = 1006
@@ -453,6 +455,7 @@ class BrowserSocket:
             if reads % READS_PER_YIELD == 0:
                 await trio.lowlevel.checkpoint()
             data = await receive_some(self.sock, checkpoint=False)
+            self.last_heard = trio.current_time()
             stats["bytes_in"] += len(data)
             ws.receive_data(data or None)
 

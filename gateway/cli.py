@@ -28,10 +28,6 @@ __all__ = ["main"]
 
 log = logging.getLogger(__name__)
 
-#: On SIGTERM, how long browsers get to answer the gateway's close frames.
-CLOSE_GRACE_S = 2.0
-
-
 def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to serve browsers on")
     parser.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
@@ -48,6 +44,21 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queued-bytes", type=int, default=8 * 1024 * 1024, metavar="N",
                         help="bytes queued for one browser before it is dropped as too "
                              "slow (default 8 MiB)")
+    parser.add_argument("--max-held-bytes", type=int, default=4 * 1024 * 1024, metavar="N",
+                        help="bytes of one browser's messages kept until its worker "
+                             "acknowledges them, also while no worker has it; more closes "
+                             "it with 1013 (default 4 MiB, at least --max-message-bytes)")
+    parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
+                        help="ping a browser silent for S seconds (default 20; 0: never)")
+    parser.add_argument("--ping-timeout", type=float, default=20.0, metavar="S",
+                        help="close (1001) a browser silent for S seconds after a ping "
+                             "(default 20)")
+    parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
+                        help="on SIGTERM, how long closing every browser socket (1001) "
+                             "may take before the gateway exits (default 10)")
+    parser.add_argument("--link-heartbeat", type=float, default=5.0, metavar="S",
+                        help="heartbeat period of the links; a worker silent for three "
+                             "periods is dead and its sockets move on (default 5)")
     parser.add_argument("--queue-timeout", type=float, default=10.0, metavar="S",
                         help="how long a new socket waits for a free link before 503 "
                              "(IRIS: Queued Request Timeout; default 10)")
@@ -73,11 +84,19 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
     if not 1 <= args.max_message_bytes <= MAX_PAYLOAD_BYTES:
         raise ValueError(f"--max-message-bytes must be between 1 and {MAX_PAYLOAD_BYTES} "
                          "(what one link frame carries)")
+    if args.max_held_bytes < args.max_message_bytes:
+        raise ValueError("--max-held-bytes must be at least --max-message-bytes (one "
+                         "message must fit)")
+    for flag in ("ping_interval", "ping_timeout", "drain_timeout", "link_heartbeat"):
+        if getattr(args, flag) < 0 or (flag != "ping_interval" and getattr(args, flag) == 0):
+            raise ValueError(f"--{flag.replace('_', '-')} must be above 0")
     config = GatewayConfig(
         appserver=parse_hostport(args.appserver), secret=load_secret(args.secret_file),
         host=args.host, port=args.port, pool=args.pool,
         gateway_id=new_gateway_id(args.name), max_message_bytes=args.max_message_bytes,
-        socket_buffer_bytes=args.max_queued_bytes,
+        socket_buffer_bytes=args.max_queued_bytes, hold_bytes=args.max_held_bytes,
+        ping_interval_s=args.ping_interval, ping_timeout_s=args.ping_timeout,
+        drain_timeout_s=args.drain_timeout, link_heartbeat_s=args.link_heartbeat,
         queue_timeout_s=args.queue_timeout, response_timeout_s=args.response_timeout,
         session_timeout_s=args.session_timeout,
         registry_enabled=args.registry_methods == "enabled",
@@ -106,7 +125,7 @@ async def _serve_gateway(config: GatewayConfig, listener: socket.socket,
             async for signum in signals:
                 log.info("%s: closing %d sockets with 1001, then stopping",
                          signal.Signals(signum).name, len(gateway.table))
-                await gateway.close_all(1001, "the gateway is shutting down", CLOSE_GRACE_S)
+                await gateway.drain(config.drain_timeout_s)
                 nursery.cancel_scope.cancel()
                 break
 

@@ -46,6 +46,14 @@ class GatewayConfig:
     #: Close sockets with no message either way for this long; 0 never (IRIS: the CSP
     #: session timeout ends an idle socket).
     session_timeout_s: float = 0.0
+    #: Ping a browser silent this long; 0: never (keep-alive, and dead-peer detection).
+    ping_interval_s: float = 20.0
+    #: Close (1001) a browser silent this long after a ping.
+    ping_timeout_s: float = 20.0
+    #: On SIGTERM: how long closing every browser socket (1001) may take before exiting.
+    drain_timeout_s: float = 10.0
+    #: How often links send heartbeats (a peer silent for three periods is dead).
+    link_heartbeat_s: float = 5.0
     #: False: refuse shared sockets, every socket runs private (IRIS: REGISTRY_METHODS).
     registry_enabled: bool = True
     #: Who may read /status and /metrics.

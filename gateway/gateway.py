@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 
 #: How long accepting pauses after it failed (EMFILE and friends).
 ACCEPT_BACKOFF_S = 0.1
+#: A server's ping frame (RFC 6455 section 5.5.2), the same bytes for every socket.
+PING_FRAME = b"\x89\x00"
+#: Draining closes this many sockets at a time (so they do not all reconnect at once).
+DRAIN_BATCH = 500
 
 
 class Gateway:
@@ -66,7 +70,7 @@ class Gateway:
         self.table = ConnectionTable()
         self.links = LinkPool(
             self, config.appserver, size=config.pool, secret=config.secret,
-            gateway_id=config.gateway_id,
+            gateway_id=config.gateway_id, heartbeat_s=config.link_heartbeat_s,
         )
         self.stats: Counter[str] = Counter()
         #: Detached sockets and orphaned OnPostServer duties (a worker crashed).
@@ -78,6 +82,7 @@ class Gateway:
         self._nursery: trio.Nursery | None = None
         self._classes: frozenset[str] = frozenset()
         self._first_link = trio.Event()
+        self._accepting = trio.CancelScope()
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -182,6 +187,8 @@ class Gateway:
                 nursery.start_soon(self.links.run)
                 nursery.start_soon(self.recovery.run)
                 nursery.start_soon(self._expire_gaps)
+                if self.config.ping_interval_s > 0:
+                    nursery.start_soon(self._heartbeat_browsers)
                 if self.config.session_timeout_s > 0:
                     nursery.start_soon(self._expire_idle_sockets)
                 host, port = listener.getsockname()[:2]
@@ -191,6 +198,15 @@ class Gateway:
             listener.close()
 
     async def _accept(self, listener: socket.socket, nursery: trio.Nursery) -> None:
+        with self._accepting:
+            try:
+                await self._accept_loop(listener, nursery)
+            finally:  # draining (or stopping): no new connection is taken
+                trio.lowlevel.notify_closing(listener)
+                listener.close()
+        await trio.sleep_forever()
+
+    async def _accept_loop(self, listener: socket.socket, nursery: trio.Nursery) -> None:
         while True:
             await trio.lowlevel.wait_readable(listener)
             # Take every pending connection per wake: connect storms stay cheap.
@@ -207,13 +223,42 @@ class Gateway:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 nursery.start_soon(serve_connection, self, sock, address[0])
 
-    async def close_all(self, code: int, reason: str, grace_s: float) -> None:
-        """Close every browser socket (e.g. 1001 on shutdown) and wait up to ``grace_s``
-        for the closing handshakes to finish."""
-        for bs in self.table:
-            bs.close(code, reason)
-        with trio.move_on_after(grace_s):
+    async def drain(self, timeout_s: float) -> bool:
+        """Shut down gracefully: take no new connection, close every browser socket with
+        1001 in batches (what was queued for it leaves first), and wait up to
+        ``timeout_s`` for the closing handshakes; True if every socket finished."""
+        self._accepting.cancel()
+        sockets = list(self.table)
+        log.info("draining %d sockets (at most %.0f s)", len(sockets), timeout_s)
+        with trio.move_on_after(timeout_s):
+            pause = min(0.05, timeout_s / 4 / max(1, len(sockets) / DRAIN_BATCH))
+            for start in range(0, len(sockets), DRAIN_BATCH):
+                for bs in sockets[start:start + DRAIN_BATCH]:
+                    bs.close(1001, "the gateway is shutting down")
+                await trio.sleep(pause)
             await self.table.wait_empty()
+            return True
+        log.warning("drain: %d sockets still open after %.0f s", len(self.table), timeout_s)
+        return False
+
+    async def _heartbeat_browsers(self) -> None:
+        """Ping browsers that have been silent for --ping-interval; close (1001) those
+        silent for --ping-timeout more (a dead peer, or a network that lost it)."""
+        interval, timeout = self.config.ping_interval_s, self.config.ping_timeout_s
+        while True:
+            await trio.sleep(max(0.05, min(interval, timeout) / 4))
+            now = trio.current_time()
+            for bs in self.table:
+                if bs.phase not in (Phase.OPEN, Phase.DETACHED):
+                    continue
+                silent = now - bs.last_heard
+                if silent > interval + timeout:
+                    log.info("wsid=%s closed: no answer to ping for %.1f s", bs.wsid,
+                             silent - interval)
+                    self.stats["sockets_ping_timeout"] += 1
+                    bs.close(1001, "no answer to ping")
+                elif silent > interval and bs.queue(PING_FRAME):
+                    bs.flush()
 
     async def _expire_gaps(self) -> None:
         """Give up on sequenced messages that never came (see gateway.groups)."""

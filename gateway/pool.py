@@ -10,6 +10,7 @@ sockets whose home it is.
 from __future__ import annotations
 
 import logging
+import random
 import socket
 from collections.abc import Iterable
 from typing import Protocol
@@ -17,22 +18,27 @@ from typing import Protocol
 import trio
 
 from gateway.link.connection import LinkConnection
-from gateway.link.driver import Link, LinkHandler, open_link
+from gateway.link.driver import HEARTBEAT_S, Link, LinkHandler, open_link
 from gateway.link.errors import LinkProtocolError, LinkRefused
 from gateway.link.events import Welcome
 
-__all__ = ["GatewayLink", "LinkPool", "PoolHandler"]
+__all__ = ["RETRY_MAX_S", "RETRY_MIN_S", "GatewayLink", "LinkPool", "PoolHandler"]
 
 log = logging.getLogger(__name__)
 
-_RETRY_MAX_S = 1.0
+#: Reconnecting waits from RETRY_MIN_S, doubling to RETRY_MAX_S, each wait drawn at
+#: random below its bound ("full jitter"), so that gateways that lost an app server
+#: together do not come back in step.
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 2.0
 
 
 class GatewayLink(Link):
     """A link as the gateway sees it: its worker, its mode, the sockets it is home to."""
 
-    def __init__(self, sock: socket.socket, conn: LinkConnection, welcome: Welcome) -> None:
-        super().__init__(sock, conn, worker_pid=welcome.worker_pid)
+    def __init__(self, sock: socket.socket, conn: LinkConnection, welcome: Welcome, *,
+                 heartbeat_s: float) -> None:
+        super().__init__(sock, conn, worker_pid=welcome.worker_pid, heartbeat_s=heartbeat_s)
         self.appserver_id = welcome.appserver_id
         self.classes = frozenset(welcome.classes)
         #: The WebSocketID this link is dedicated to (private mode), or None (pool).
@@ -70,9 +76,10 @@ class LinkPool:
 
     def __init__(
         self, handler: PoolHandler, address: tuple[str, int], *, size: int, secret: bytes,
-        gateway_id: str,
+        gateway_id: str, heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.handler = handler
+        self.heartbeat_s = heartbeat_s
         self.address = address
         self.size = size
         self.secret = secret
@@ -120,11 +127,11 @@ class LinkPool:
 
     async def _connect(self) -> GatewayLink:
         sock, conn, welcome = await open_link(self.address, self.secret, self.gateway_id)
-        return GatewayLink(sock, conn, welcome)
+        return GatewayLink(sock, conn, welcome, heartbeat_s=self.heartbeat_s)
 
     async def _keep_slot(self, slot: int) -> None:
         """Keep one pool link up; when it closes or turns private, open another."""
-        delay = 0.05
+        bound = RETRY_MIN_S
         last_error = ""
         while True:
             try:
@@ -135,12 +142,18 @@ class LinkPool:
                     log.warning("link slot %d: cannot link to %s:%d: %s", slot,
                                 *self.address, error)
                     last_error = error
-                # A link closing somewhere may free a worker soon: then retry quickly.
-                with trio.move_on_after(delay) as waited:
-                    await self._changed.wait()
-                delay = min(delay * 2, _RETRY_MAX_S) if waited.cancelled_caught else 0.05
+                refused = isinstance(exc, LinkRefused) and exc.busy
+                if refused:
+                    # A link closing somewhere may free a worker soon: then retry quickly.
+                    with trio.move_on_after(bound):
+                        await self._changed.wait()
+                else:
+                    await trio.sleep(random.uniform(0, bound))
+                bound = min(bound * 2, RETRY_MAX_S)
                 continue
-            delay, last_error = 0.05, ""
+            if last_error:
+                log.info("link slot %d: linked again to %s:%d", slot, *self.address)
+            bound, last_error = RETRY_MIN_S, ""
             self._start(link)
             await link.left_pool.wait()
 
@@ -169,7 +182,7 @@ class LinkPool:
                 except (OSError, LinkProtocolError, LinkRefused, trio.TooSlowError) as exc:
                     if not (isinstance(exc, LinkRefused) and exc.busy):
                         log.warning("wsid=%s: no dedicated link: %s", wsid, _describe(exc))
-                    with trio.move_on_after(_RETRY_MAX_S):
+                    with trio.move_on_after(RETRY_MAX_S):
                         await self._changed.wait()
                     continue
                 link.dedicate(wsid)

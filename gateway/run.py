@@ -31,7 +31,10 @@ __all__ = ["add_arguments", "run"]
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0
+#: How long a child may take to stop after SIGTERM (beyond the gateway's drain).
 STOP_GRACE_S = 10.0
+#: The gateway's drain on shutdown (its --drain-timeout), which the launcher waits out.
+DRAIN_TIMEOUT_S = 10.0
 _APPSERVER_READY = re.compile(r"^wsgate appserver: listening on (\S+) ")
 _GATEWAY_READY = re.compile(r"^wsgate gateway: serving (\S+) ")
 
@@ -89,6 +92,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         dest="settings", help="an option for server classes (repeatable)")
     parser.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
                         help="largest message a browser may send (default 1 MiB)")
+    parser.add_argument("--max-queued-bytes", type=int, default=None, metavar="N",
+                        help="bytes queued for one browser before it is closed as too "
+                             "slow (default 8 MiB)")
+    parser.add_argument("--max-held-bytes", type=int, default=None, metavar="N",
+                        help="bytes of one browser's messages kept until its worker "
+                             "acknowledges them; more closes it with 1013 (default 4 MiB)")
+    parser.add_argument("--ping-interval", type=float, default=None, metavar="S",
+                        help="ping a browser silent for S seconds (default 20; 0: never)")
+    parser.add_argument("--ping-timeout", type=float, default=None, metavar="S",
+                        help="close (1001) a browser silent for S seconds after a ping "
+                             "(default 20)")
+    parser.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT_S, metavar="S",
+                        help="on Ctrl-C or SIGTERM, how long the gateway may take closing "
+                             "browser sockets (1001) before the app server stops "
+                             f"(default {DRAIN_TIMEOUT_S:g})")
+    parser.add_argument("--link-heartbeat", type=float, default=None, metavar="S",
+                        help="heartbeat period of the links, both ways (default 5)")
+    parser.add_argument("--node-ttl", type=float, default=None, metavar="S",
+                        help="seconds a gateway may stay unlinked before its sockets' "
+                             "OnPostServer runs without it (default 15)")
 
 
 def _appserver_command(args: argparse.Namespace) -> list[str]:
@@ -96,7 +119,9 @@ def _appserver_command(args: argparse.Namespace) -> list[str]:
                "--workers", str(args.workers), "--db", args.db, "--exit-with-parent",
                "--log-level", args.log_level, "--mode", args.mode]
     for flag, value in (("--max-workers", args.max_workers),
-                        ("--idle-timeout", args.idle_timeout)):
+                        ("--idle-timeout", args.idle_timeout),
+                        ("--link-heartbeat", args.link_heartbeat),
+                        ("--node-ttl", args.node_ttl)):
         if value is not None:
             command += [flag, str(value)]
     for app in args.app:
@@ -112,7 +137,13 @@ def _gateway_command(args: argparse.Namespace, appserver: str) -> list[str]:
                str(args.workers), "--exit-with-parent", "--log-level", args.log_level]
     for flag, value in (("--max-message-bytes", args.max_message_bytes),
                         ("--queue-timeout", args.queue_timeout),
-                        ("--session-timeout", args.session_timeout)):
+                        ("--session-timeout", args.session_timeout),
+                        ("--max-queued-bytes", args.max_queued_bytes),
+                        ("--max-held-bytes", args.max_held_bytes),
+                        ("--ping-interval", args.ping_interval),
+                        ("--ping-timeout", args.ping_timeout),
+                        ("--drain-timeout", args.drain_timeout),
+                        ("--link-heartbeat", args.link_heartbeat)):
         if value is not None:
             command += [flag, str(value)]
     return command
@@ -121,8 +152,10 @@ def _gateway_command(args: argparse.Namespace, appserver: str) -> list[str]:
 class Child:
     """A child process whose stdout lines this launcher echoes."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], *,
+                 stop_grace_s: float = STOP_GRACE_S) -> None:
         self.name = name
+        self.stop_grace_s = stop_grace_s
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, env=env,
                                         start_new_session=True)
         assert self.process.stdout is not None
@@ -146,10 +179,10 @@ class Child:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(STOP_GRACE_S)
+                self.process.wait(self.stop_grace_s)
             except subprocess.TimeoutExpired:
                 log.warning("%s (pid %d) did not stop in %.0f s: killing it", self.name,
-                            self.process.pid, STOP_GRACE_S)
+                            self.process.pid, self.stop_grace_s)
                 self.process.kill()
                 self.process.wait()
         assert self.process.stdout is not None
@@ -231,7 +264,8 @@ def run(args: argparse.Namespace) -> int:
         appserver = Child("app server", _appserver_command(args), env)
         children.append(appserver)
         address = _wait_ready(appserver, _APPSERVER_READY)
-        gateway = Child("gateway", _gateway_command(args, address), env)
+        gateway = Child("gateway", _gateway_command(args, address), env,
+                        stop_grace_s=args.drain_timeout + STOP_GRACE_S)
         children.append(gateway)
         url = _wait_ready(gateway, _GATEWAY_READY)
         print(f"wsgate: chat ready at {url} (app server pid {appserver.process.pid}, "

@@ -43,7 +43,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Each link sends a heartbeat this often; one silent for three periods is ended.
+#: Each link sends a heartbeat this often; one silent for three periods is ended, so a
+#: hung peer is detected within three to four periods (a dead one at once: its socket
+#: closes).
 HEARTBEAT_S = 5.0
 #: How long the handshake may take, either side.
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -67,7 +69,8 @@ class LinkHandler(Protocol):
 class Link:
     """One authenticated connection between a gateway and an app-server worker."""
 
-    def __init__(self, sock: socket.socket, conn: LinkConnection, *, worker_pid: int) -> None:
+    def __init__(self, sock: socket.socket, conn: LinkConnection, *, worker_pid: int,
+                 heartbeat_s: float = HEARTBEAT_S) -> None:
         self.sock = sock
         self.conn = conn
         #: The link's number: the same in the gateway's log and the worker's.
@@ -76,6 +79,8 @@ class Link:
         self.gateway_id = conn.gateway_id
         self.worker_pid = worker_pid
         self.out = SendBuffer(sock, limit=LINK_BUFFER_LIMIT)
+        #: A heartbeat goes out this often; a peer silent for three periods is dead.
+        self.heartbeat_s = heartbeat_s
         self.up = True
         self.since = trio.current_time()
         self.frames_in = 0
@@ -208,9 +213,9 @@ class Link:
     async def _heartbeat(self) -> None:
         seq = 0
         while True:
-            await trio.sleep(HEARTBEAT_S)
+            await trio.sleep(self.heartbeat_s)
             silent = trio.current_time() - self._last_heard
-            if silent > 3 * HEARTBEAT_S:
+            if silent > 3 * self.heartbeat_s:
                 log.error("link %d (worker pid %d) silent for %.0f s; closing it", self.id,
                           self.worker_pid, silent)
                 self.close()
