@@ -11,9 +11,10 @@ A port has one :class:`PortPhase`, moved only by :meth:`SocketPort._move` throug
 :data:`TRANSITIONS`. The table is where "OnPostServer runs exactly once" is enforced:
 the only way into ``POST_SERVER`` is the socket closing after ``Server()`` returned (or
 ``Server()`` returning after it closed), and :meth:`SocketPort.finish` leaves it at once
-for ``FINISHING`` (then ``DONE`` once OnPostServer returned). ``EndServer`` moves the port to ``*_ENDED``/``DONE`` instead, because its
-caller runs OnPostServer itself (IRIS); across workers the gateway decides which
-``EndServer`` was first, and tells the home worker with ``Close(ended=True)``.
+for ``FINISHING`` (then ``DONE`` once OnPostServer returned). ``EndServer`` moves the
+port to ``*_ENDED``/``DONE`` instead, because its caller runs OnPostServer itself
+(IRIS); across workers the gateway decides which ``EndServer`` was first, and tells
+the home worker with ``Close(ended=True)``.
 """
 
 from __future__ import annotations
