@@ -129,14 +129,18 @@ class ChatServer(WebSocket):
         # broadcasts and the user list.
         self.room = ((request.get("room") if request else None) or "default")[:64]
         if self.WebSocketID:
-            last = await self.store.write(ChatStore.add_connection, self.WebSocketID,
-                                          self.room, mode, self.GWClientAddress)
-            self._joined_at = last
+            joined = await self.store.write(ChatStore.add_connection, self.WebSocketID,
+                                            self.room, mode, self.GWClientAddress)
+            last = self._joined_at = joined.last_message
             self._seen_id = min(_since(request.get("since") if request else None, last), last)
             if self.SharedConnection:
                 # From the message after the last one this page has: those up to
                 # _joined_at come from Server(), the later ones from the group, in order.
                 await self.join_group(self.group_name, since=self._seen_id)
+                # The user list is a state: a socket gets only lists newer than its last;
+                # it has none yet, so the current one (Server() sends it) is new to it.
+                await self.join_group(self.users_group,
+                                      since=max(joined.users_version - 1, 0), latest=True)
         else:
             await self.store.write(ChatStore.log_error, "no websocketid defined")
 
@@ -144,6 +148,11 @@ class ChatServer(WebSocket):
     def group_name(self) -> str:
         """The gateway group of this socket's room (the fast path of SendData)."""
         return f"chat:{self.room}"
+
+    @property
+    def users_group(self) -> str:
+        """The gateway group that carries the room's user list (newest wins)."""
+        return f"chat:{self.room}#users"
 
     @property
     def per_socket_fanout(self) -> bool:
@@ -193,9 +202,13 @@ class ChatServer(WebSocket):
         await self.StatusUpdate(self.WebSocketID)
         # Fix: a new socket gets the current user list (the tutorial's page showed an
         # empty ONLINE USERS until somebody's alias changed).
-        self._users = await self.store.run(ChatStore.userlist, self.room)
+        version, self._users = await self.store.run(ChatStore.versioned_userlist, self.room)
         if self._users:
-            await self.Write(_json(_userlist(self._users)))
+            text = _json(_userlist(self._users))
+            if private:
+                await self.Write(text)
+            else:  # a newer list broadcast meanwhile wins over this one
+                await self.write_sequenced(self.users_group, version, text)
         if not private:
             await self._catch_up()
 
@@ -288,18 +301,21 @@ class ChatServer(WebSocket):
         if row is not None:
             await self.SendData(chat_event(row), seq=row.seq)
 
-    async def SendData(self, data: dict[str, Any], seq: int = 0) -> None:
+    async def SendData(self, data: dict[str, Any], seq: int = 0,
+                       group: str | None = None) -> None:
         """Write ``data`` to every shared connection of the room, the sender included;
         private connections poll the store instead.
 
         By default one group write per gateway does it (the gateway fans out); with
         ``--set fanout=per-socket``, the tutorial's loop of OpenServer(id).Write. A
         chat message goes with its number in the room (``seq``), so every socket gets
-        the room's messages in order and once each.
+        the room's messages in order and once each; a user list goes to the room's
+        users group with its version.
         """
         text = _json(data)
+        group = group or self.group_name
         if not self.per_socket_fanout:
-            await self.write_group(self.group_name, text, seq=seq)
+            await self.write_group(group, text, seq=seq)
             await self._sweep_stale_connections()
             return
         for c in await self.store.run(ChatStore.connections, self.room, "shared"):
@@ -313,7 +329,7 @@ class ChatServer(WebSocket):
                 continue  # Fix: the tutorial wrote even after the open failed.
             try:
                 if seq:
-                    await ws.write_sequenced(self.group_name, seq, text)
+                    await ws.write_sequenced(group, seq, text)
                 else:
                     await ws.Write(text)
             except WebSocketError:
@@ -368,8 +384,8 @@ class ChatServer(WebSocket):
                 await self.HandleError(c, "open")
 
     async def _send_userlist(self) -> None:
-        users = await self.store.run(ChatStore.userlist, self.room)
-        await self.SendData(_userlist(users))
+        version, users = await self.store.run(ChatStore.versioned_userlist, self.room)
+        await self.SendData(_userlist(users), seq=version, group=self.users_group)
 
     async def _refuse(self, why: str) -> None:
         log.info("wsid=%s bad input: %s", self.WebSocketID, why)

@@ -252,14 +252,19 @@ class WebSocket:
 
     # --- groups: the fast path of a broadcast (a wsgate addition, so PEP 8 names) ------
 
-    async def join_group(self, name: str, *, since: int = 0) -> None:
+    async def join_group(self, name: str, *, since: int | None = None,
+                         latest: bool = False) -> None:
         """Put this socket in a named group held by its gateway.
 
-        ``since``: the last message of the group's sequence this socket has seen; the
-        gateway delivers sequenced messages from the next one on, in order, once each.
+        ``since``: the last message of the group's sequence this socket has seen (0:
+        none yet); the gateway delivers sequenced messages from the next one on, in
+        order, once each. Without it, from whichever sequenced message comes first.
+        ``latest``: the group's sequenced messages are versions of a state (the chat's
+        user list): each member gets only a version newer than the last it got.
         """
         self._require_socket("join_group")
-        current_runtime().group(self.WebSocketID, self._port, name, join=True, since=since)
+        current_runtime().group(self.WebSocketID, self._port, name, join=True, since=since,
+                                latest=latest)
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def leave_group(self, name: str) -> None:

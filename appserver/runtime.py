@@ -179,10 +179,10 @@ class WorkerRuntime:
         await trio.lowlevel.checkpoint_if_cancelled()
 
     def group(self, wsid: str, port: SocketPort | None, name: str, *, join: bool,
-              since: int = 0) -> None:
+              since: int | None = None, latest: bool = False) -> None:
         """Ask the socket's gateway to add it to (or remove it from) a group."""
         try:
-            self.link_for(wsid, port).send(Group(wsid, name, join, since))
+            self.link_for(wsid, port).send(Group(wsid, name, join, since, latest))
         except FrameTooBig as exc:
             raise WebSocketError(exc.reason, wsid=wsid) from None
 

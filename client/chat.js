@@ -1,11 +1,20 @@
 // The IRIS WebSocket tutorial's chat client (ChatClient.csp), without jQuery.
 // Wire shapes are the tutorial's; its defects are fixed (docs/differences.md):
 // UTF-8-safe base64, everything shown is escaped (textContent), onerror works.
+// Added: the page reconnects by itself (1 s doubling to 30 s, with jitter), asks for
+// what it missed (?since=<the last message Id it shows>), shows each message once, and
+// tells the server its alias again.
 "use strict";
 
 (function () {
   var ws = null;
   var alias = "unknown";
+  var aliasSet = false;
+  var lastId = 0; // the Id of the last chat message shown
+  var attempt = 0; // reconnections tried since the socket was last open
+  var pending = []; // lines typed while disconnected, sent once connected again
+  var RETRY_FIRST_S = 1;
+  var RETRY_MAX_S = 30;
 
   function byId(id) {
     return document.getElementById(id);
@@ -83,8 +92,13 @@
 
   function socketUrl() {
     var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    var params = new URLSearchParams(window.location.search);
+    if (lastId > 0) {
+      params.set("since", String(lastId));
+    }
+    var query = params.toString();
     return scheme + "//" + window.location.host + "/csp/user/Chat.Server.cls" +
-      window.location.search;
+      (query ? "?" + query : "");
   }
 
   function onmessage(event) {
@@ -95,6 +109,12 @@
       return;
     }
     if (d.Type === "Chat") {
+      if (typeof d.Id === "number") {
+        if (d.Id <= lastId) {
+          return; // shown already (it came again after a reconnection)
+        }
+        lastId = d.Id;
+      }
       byId("chat").appendChild(wrapmessage(d));
       var chatdiv = byId("chatdiv");
       chatdiv.scrollTo({ top: chatdiv.scrollHeight, behavior: "smooth" });
@@ -103,8 +123,23 @@
       list.replaceChildren(wrapuser(d.Users));
     } else if (d.Type === "Status") {
       setHeadline("CHAT - connected - " + d.WSID);
+      attempt = 0;
+      if (aliasSet) {
+        ws.send(JSON.stringify({ User: alias })); // a new socket: the list needs us again
+      }
+      while (pending.length > 0) {
+        ws.send(pending.shift());
+      }
     } else if (d.Type === "Error") {
       byId("notice").textContent = String(d.Message);
+    }
+  }
+
+  function transmit(text) {
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      ws.send(text);
+    } else {
+      pending.push(text);
     }
   }
 
@@ -112,20 +147,26 @@
     var input = byId("inputline");
     var line = input.value;
     input.value = "";
-    if (!ws || ws.readyState !== WebSocket.OPEN) {
-      return;
-    }
     if (line.substr(0, 6) === "alias ") {
       alias = line.substr(6).trim() || "default";
-      ws.send(JSON.stringify({ User: alias }));
+      aliasSet = true;
+      transmit(JSON.stringify({ User: alias }));
       return;
     }
     if (line !== "") {
-      ws.send(JSON.stringify({ Message: encodeText(line), Author: alias }));
+      transmit(JSON.stringify({ Message: encodeText(line), Author: alias }));
     }
   }
 
-  function init() {
+  // 1 s, 2 s, 4 s ... up to 30 s, each drawn between half and all of it, so that many
+  // pages that lost one gateway do not come back all at once.
+  function retryDelayMs() {
+    var bound = Math.min(RETRY_MAX_S, RETRY_FIRST_S * Math.pow(2, attempt));
+    attempt += 1;
+    return 1000 * bound * (0.5 + Math.random() / 2);
+  }
+
+  function connect() {
     ws = new WebSocket(socketUrl());
     ws.onopen = function () {
       setHeadline("CHAT - connected");
@@ -137,8 +178,13 @@
     };
     ws.onclose = function () {
       ws = null;
-      setHeadline("CHAT - disconnected");
+      setHeadline("CHAT - reconnecting");
+      window.setTimeout(connect, retryDelayMs());
     };
+  }
+
+  function init() {
+    connect();
     byId("inputline").addEventListener("keydown", function (event) {
       if (event.key === "Enter") {
         send();

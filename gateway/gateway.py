@@ -397,7 +397,7 @@ class Gateway:
         if bs is None or bs.phase in (Phase.CLOSING, Phase.CLOSED):
             return
         if event.join:
-            self.table.join(bs, event.name, event.since)
+            self.table.join(bs, event.name, event.since, latest=event.latest)
         else:
             self.table.leave(bs, event.name)
 

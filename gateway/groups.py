@@ -12,9 +12,14 @@ crash. Each member has a cursor, the next number it should get:
 * a number above it is held until the gap fills, at most :data:`HOLD_S`; then the
   socket gets what it holds, in order, and the gap is given up (counted).
 
-A member that joins says what it has seen already (``since``), so a socket that
-reconnects and is sent the messages it missed (``Write`` with ``seq``) gets them in
-order before any new one.
+A member that joins says what it has seen already (``since``, 0 in an empty room), so
+its first message is never dropped as a duplicate of a later one that overtook it, and
+a socket that reconnects and is sent the messages it missed (``Write`` with ``seq``)
+gets them in order before any new one.
+
+A group joined as *latest* carries state rather than a log (the chat's user list, whose
+``seq`` is a version): a member gets a sequenced message only if it is newer than the
+last it got, and nothing is held: an older version that arrives late is dropped.
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ HOLD_S = 2.0
 class SocketGroup:
     """One group's members and their cursors; see the module docstring."""
 
-    __slots__ = ("_held", "_held_since", "members", "name")
+    __slots__ = ("_held", "_held_since", "latest", "members", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, latest: bool = False) -> None:
         self.name = name
+        #: Newest wins (a state), instead of every message in order (a log).
+        self.latest = latest
         #: Member -> the next sequence number it should get (0: whatever comes first).
         self.members: dict[BrowserSocket, int] = {}
         self._held: dict[BrowserSocket, dict[int, bytes]] = {}
@@ -54,10 +61,11 @@ class SocketGroup:
         """Whether any member holds a message waiting for a gap to fill."""
         return bool(self._held)
 
-    def join(self, bs: BrowserSocket, since: int) -> None:
-        """Add a member that has seen the group's messages up to ``since`` (0: none)."""
+    def join(self, bs: BrowserSocket, since: int | None) -> None:
+        """Add a member that has seen the group's messages up to ``since`` (0: none yet;
+        None: it takes whichever sequenced message comes first)."""
         if bs not in self.members:
-            self.members[bs] = since + 1 if since else 0
+            self.members[bs] = 0 if since is None else since + 1
 
     def leave(self, bs: BrowserSocket) -> None:
         """Remove a member (and what it held)."""
@@ -73,6 +81,14 @@ class SocketGroup:
         if not seq:
             for bs in members:
                 if bs.shared and bs.queue(frame, shared_only=True):
+                    bs.last_activity = now
+                    dirty.add(bs)
+                    sent += 1
+            return sent
+        if self.latest:
+            for bs, wanted in members.items():
+                if bs.shared and seq >= wanted and bs.queue(frame, shared_only=True):
+                    members[bs] = seq + 1
                     bs.last_activity = now
                     dirty.add(bs)
                     sent += 1
@@ -97,6 +113,12 @@ class SocketGroup:
         """Message ``seq`` of the group for one member only (catching up); True if it
         was queued (False: a duplicate, or held until its turn)."""
         wanted = self.members.get(bs)
+        if self.latest and wanted is not None:
+            if seq < wanted or not bs.queue(frame, shared_only=True):
+                return False
+            self.members[bs] = seq + 1
+            bs.last_activity = now
+            return True
         if wanted is None or seq == wanted or not wanted:
             if not bs.queue(frame, shared_only=True):
                 return False

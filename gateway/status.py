@@ -100,6 +100,14 @@ class GatewayCollector:
         "sockets_timed_out": "Sockets closed by the session timeout.",
         "messages_too_big": "Sockets closed with 1009 for an oversized message.",
         "writes_dropped": "Writes for sockets that were gone or not the writer's.",
+        "sockets_detached": "Shared sockets whose worker was lost (kept open).",
+        "sockets_resumed": "Detached sockets taken over by another worker.",
+        "messages_redelivered": "Browser messages sent again to the worker that resumed "
+                                "their socket (they were not acknowledged).",
+        "post_server_handed_over": "OnPostServer duties of lost workers run by another.",
+        "sockets_over_hold": "Sockets closed with 1013: too much sent and not acknowledged.",
+        "sockets_ping_timeout": "Sockets closed with 1001: no answer to ping.",
+        "sequence_gaps_given_up": "Sequenced group messages given up after waiting.",
     }
 
     def __init__(self, gw: Gateway) -> None:

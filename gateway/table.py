@@ -42,11 +42,13 @@ class ConnectionTable:
         while self._sockets:
             await self._emptied.wait()
 
-    def join(self, bs: BrowserSocket, name: str, since: int = 0) -> None:
-        """Put a socket in a group, having seen its messages up to ``since``."""
+    def join(self, bs: BrowserSocket, name: str, since: int | None = None, *,
+             latest: bool = False) -> None:
+        """Put a socket in a group, having seen its messages up to ``since``; a new
+        group is a ``latest`` one (newest wins) if the first member says so."""
         group = self.groups.get(name)
         if group is None:
-            group = self.groups[name] = SocketGroup(name)
+            group = self.groups[name] = SocketGroup(name, latest=latest)
         group.join(bs, since)
         if bs.groups is None:
             bs.groups = set()

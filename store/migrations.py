@@ -13,7 +13,9 @@ The tables replace the tutorial's globals:
 after deletes. Migration 2 numbers each room's messages (``seq`` 1, 2, ... per room: the
 ``Id`` a chat message carries, and what ``?since=`` counts) and gives every message
 the id of the client message it came from (``client_id``, unique: the same message
-delivered twice after a crash is stored once).
+delivered twice after a crash is stored once). Migration 3 versions each room's user
+list (``rooms.users_version``), so that a socket never shows an older list after a newer
+one, whichever worker sent which.
 """
 
 from __future__ import annotations
@@ -75,6 +77,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE earlier.room = messages.room AND earlier.id <= messages.id)""",
         "CREATE UNIQUE INDEX messages_room_seq ON messages (room, seq)",
         "CREATE UNIQUE INDEX messages_client_id ON messages (client_id)",
+    )),
+    Migration(3, "a version of each room's user list", (
+        """CREATE TABLE rooms (
+            room TEXT PRIMARY KEY,
+            users_version INTEGER NOT NULL DEFAULT 0
+        )""",
     )),
 )
 

@@ -24,8 +24,10 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "ChatMessage",
     "ChatStore",
+    "Joined",
     "SchemaError",
     "Stored",
+    "Userlist",
     "open_database",
 ]
 
@@ -43,6 +45,21 @@ class ChatMessage(NamedTuple):
     room: str
     sent: str
     seq: int
+
+
+class Joined(NamedTuple):
+    """What a socket has seen of its room when it joins: the room's last message and
+    the version of its user list."""
+
+    last_message: int
+    users_version: int
+
+
+class Userlist(NamedTuple):
+    """A room's user list (aliases in join order) and its version."""
+
+    version: int
+    users: list[str]
 
 
 class Stored(NamedTuple):
@@ -135,14 +152,14 @@ class ChatStore:
 
     # ^Chat.WebSocketConnections
     def add_connection(self, wsid: str, room: str = "default", mode: str = "shared",
-                       gateway: str = "") -> int:
-        """``set ^Chat.WebSocketConnections(wsid)=""``; return the number of the room's
-        last message (read in the same transaction: what the socket has "seen")."""
+                       gateway: str = "") -> Joined:
+        """``set ^Chat.WebSocketConnections(wsid)=""``; return what the socket has
+        "seen" of the room (read in the same transaction)."""
         self._write(
             "INSERT OR REPLACE INTO connections (wsid, room, mode, gateway, opened_at) "
             "VALUES (?, ?, ?, ?, ?)", (wsid, room, mode, gateway, _now()),
         )
-        return self.last_message_id(room)
+        return Joined(self.last_message_id(room), self._users_version(room))
 
     def remove_connection(self, wsid: str) -> bool:
         """``kill ^Chat.WebSocketConnections(wsid)``; True if it was there."""
@@ -171,17 +188,42 @@ class ChatStore:
             "ON CONFLICT (wsid) DO UPDATE SET alias = excluded.alias",
             (wsid, alias, room),
         )
+        self._bump_users_version(room)
 
     def remove_user(self, wsid: str) -> str | None:
         """Remove a socket's user; return the alias it had, or None."""
-        row = self.db.execute("DELETE FROM users WHERE wsid = ? RETURNING alias",
+        row = self.db.execute("DELETE FROM users WHERE wsid = ? RETURNING alias, room",
                               (wsid,)).fetchone()
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        self._bump_users_version(str(row[1]))
+        return str(row[0])
+
+    def _bump_users_version(self, room: str) -> None:
+        self._write("INSERT INTO rooms (room, users_version) VALUES (?, 1) ON CONFLICT (room) "
+                    "DO UPDATE SET users_version = users_version + 1", (room,))
+
+    def _users_version(self, room: str) -> int:
+        row = self.db.execute("SELECT users_version FROM rooms WHERE room = ?",
+                              (room,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def userlist(self, room: str = "default") -> list[str]:
         """Aliases of a room's users, in join order."""
         rows = self.db.execute("SELECT alias FROM users WHERE room = ? ORDER BY id", (room,))
         return [row[0] for row in rows.fetchall()]
+
+    def versioned_userlist(self, room: str = "default") -> Userlist:
+        """The room's user list with its version, read in one transaction."""
+        conn = self.db.conn
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            return Userlist(self._users_version(room), self.userlist(room))
+        finally:
+            if own:
+                conn.execute("COMMIT")
 
     # ^Chat.Messages
     def add_message(self, raw: str, *, wsid: str = "", room: str = "default",

@@ -182,11 +182,11 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.str8(wsid, "the socket id")
             w.raw(state)
             return FrameType.HANDOFF, b"".join(w.parts)
-        case Group(wsid, name, join, since):
+        case Group(wsid, name, join, since, latest):
             w.str8(wsid, "the socket id")
             w.str8(name, "the group name")
-            w.u8(_flags(join))
-            w.u32(since)
+            w.u8(_flags(join, since is not None, latest))
+            w.u32(since or 0)
             return FrameType.GROUP, b"".join(w.parts)
         case WriteGroup(name, binary, payload, seq):
             w.str8(name, "the group name")
@@ -426,8 +426,9 @@ def decode_body(type_byte: int, body: bytes) -> Event:
             event = Handoff(r.str8(), r.rest())
         case FrameType.GROUP:
             wsid, name = r.str8(), r.str8()
-            (join,) = r.flags(1)
-            event = Group(wsid, name, join, r.u32())
+            join, sequenced, latest = r.flags(3)
+            since = r.u32()
+            event = Group(wsid, name, join, since if sequenced else None, latest)
         case FrameType.WRITE_GROUP:
             name = r.str8()
             (binary,) = r.flags(1)

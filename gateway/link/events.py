@@ -308,15 +308,18 @@ class Resume:
 class Group:
     """Worker -> gateway: ``wsid`` joins (or leaves) the named group of sockets.
 
-    ``since`` is the last message of the group's sequence the socket has seen: the
-    gateway delivers it sequenced messages from ``since + 1`` on, in order, once each
-    (0: from the first sequenced message it gets).
+    ``since`` is the last message of the group's sequence the socket has seen (0: none
+    yet): the gateway delivers it sequenced messages from ``since + 1`` on, in order,
+    once each. None: the socket starts from whichever sequenced message comes first.
+    ``latest``: the group carries a state, not a log: a member gets only versions newer
+    than the last it got, and none is held for the ones before it.
     """
 
     wsid: str
     name: str
     join: bool = True
-    since: int = 0
+    since: int | None = None
+    latest: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,4 +97,4 @@ def test_two_pages_chat(start_run: StartRun, browser: Browser, tmp_path: Path) -
     assert dialogs == []
 
     system.stop()
-    expect(alice.locator("#headline")).to_have_text("CHAT - disconnected")
+    expect(alice.locator("#headline")).to_have_text("CHAT - reconnecting")

@@ -73,6 +73,8 @@ WORKER_TO_GATEWAY: list[Event] = [
     Group("gw.a1-1", "chat:default"),
     Group("gw.a1-1", "chat:default", join=False),
     Group("gw.a1-1", "chat:default", since=41),
+    Group("gw.a1-1", "chat:default", since=0),
+    Group("gw.a1-1", "chat:default#users", since=3, latest=True),
     WriteGroup("chat:default", False, b'{"Type":"Chat"}'),
     WriteGroup("chat:default", False, b'{"Id":42}', seq=42),
     WriteMany(("gw.a1-1", "gw.a1-2", "gw.a1-30"), True, b"\x01\x02"),
