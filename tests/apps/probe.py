@@ -18,21 +18,32 @@ Commands, one JSON text message each; every answer is a JSON text message:
 * ``{"cmd": "end_other", "id": wsid}``: ``OpenServer(id)`` + ``EndServer()``
 * ``{"cmd": "open_info", "id": wsid}``: what ``OpenServer(id)`` restored
 * ``{"cmd": "write_binary", "hex": h}``: ``BinaryData = 1`` and ``Write(bytes)``
+* ``{"cmd": "write_text_binary", "text": t}``: ``BinaryData = 1`` and ``Write(t)``, a
+  ``str`` (the browser should get a binary frame of its UTF-8 bytes)
 * ``{"cmd": "set_shared", "value": v}``: set SharedConnection now (no effect)
 * ``{"cmd": "return"}``: Server() returns (shared: the socket stays open)
 * ``{"cmd": "end"}``: ``EndServer()`` from Server()
 * ``{"cmd": "crash"}``: Server() raises
+
+The browser's side is here too, for the in-process and the end-to-end tests alike:
+:func:`probe` opens a socket on a probe and reads its hello, :class:`ProbeClient` sends
+commands and reads answers, :func:`events` reads ``events.log``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from appserver import HandshakeRejected, WebSocket, WebSocketError
 from appserver.context import current_runtime
 from appserver.errors import ClientClosed
+from tests.support import open_ws
 
 
 def _error(exc: WebSocketError) -> dict[str, Any]:
@@ -54,7 +65,8 @@ class Probe(WebSocket):
         directory = self.settings.get("probe-dir")
         if directory:
             with open(Path(directory) / "events.log", "a") as log:
-                log.write(f"{event} {self.WebSocketID} {current_runtime().pid} {detail}".rstrip() + "\n")
+                line = f"{event} {self.WebSocketID} {current_runtime().pid} {detail}"
+                log.write(line.rstrip() + "\n")
 
     async def OnPreServer(self) -> None:
         """Choose the mode from ?mode=; refuse with ?reject=1."""
@@ -111,6 +123,10 @@ class Probe(WebSocket):
             case "write_binary":
                 self.BinaryData = 1
                 await self.Write(bytes.fromhex(command["hex"]))
+                self.BinaryData = 0
+            case "write_text_binary":
+                self.BinaryData = 1
+                await self.Write(str(command["text"]))
                 self.BinaryData = 0
             case "set_shared":
                 self.SharedConnection = command["value"]
@@ -169,3 +185,79 @@ class ProbeOCM(Probe):
         if not close:
             await self.send({"ocm": data if isinstance(data, str) else data.hex()})
         return True
+
+
+# --- the browser's side ------------------------------------------------------------------
+
+
+class Serves(Protocol):
+    """Whatever serves the probes: a harness or a system of real processes."""
+
+    def ws_url(self, path: str = ..., query: str = "") -> str:
+        """The ws:// URL of a server class."""
+
+
+class ProbeClient:
+    """A browser socket on a probe; ``hello`` is what its Server() said first."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+        self.hello: dict[str, Any] = {}
+
+    @property
+    def wsid(self) -> str:
+        """The socket's WebSocketID, as its Server() saw it."""
+        return str(self.hello["wsid"])
+
+    @property
+    def pid(self) -> int:
+        """The pid of the worker running this socket's Server()."""
+        return int(self.hello["server_pid"])
+
+    async def answer(self) -> dict[str, Any]:
+        """The next message, which must be a JSON text frame."""
+        raw = await self.ws.get_message()
+        assert isinstance(raw, str), raw
+        answer: dict[str, Any] = json.loads(raw)
+        return answer
+
+    async def cmd(self, cmd: str, **fields: Any) -> None:
+        """Send a command (see the module docstring)."""
+        await self.ws.send_message(json.dumps({"cmd": cmd, **fields}))
+
+    async def ask(self, cmd: str, **fields: Any) -> dict[str, Any]:
+        """Send a command and return its answer."""
+        await self.cmd(cmd, **fields)
+        return await self.answer()
+
+    async def close_code(self) -> int:
+        """Read (and drop) messages until the server closes the socket; its close code."""
+        try:
+            while True:
+                await self.ws.get_message()
+        except ConnectionClosed as exc:
+            return int(exc.reason.code)
+
+
+@asynccontextmanager
+async def probe(system: Serves, mode: str = "shared", query: str = "",
+                headers: list[tuple[bytes, bytes]] | None = None,
+                cls: str = "Probe") -> AsyncIterator[ProbeClient]:
+    """A socket on ``cls``.Server in ``mode``, its hello already read."""
+    full_query = "&".join(q for q in (f"mode={mode}", query) if q)
+    url = system.ws_url(f"/csp/user/{cls}.Server.cls", query=full_query)
+    async with open_ws(url, headers) as ws:
+        client = ProbeClient(ws)
+        client.hello = await client.answer()
+        assert client.hello["event"] == "hello"
+        yield client
+
+
+def events(directory: Path, event: str | None = None, wsid: str | None = None
+           ) -> list[list[str]]:
+    """The probe's events as [event, wsid, pid, detail...] (optionally filtered)."""
+    path = directory / "events.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    found = [line.split(" ", 3) for line in lines]
+    return [e for e in found
+            if (event is None or e[0] == event) and (wsid is None or e[1] == wsid)]

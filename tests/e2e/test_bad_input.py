@@ -1,112 +1,24 @@
-"""Bad input of every kind gets a clear answer and leaves every other socket chatting."""
+"""Bad input on the link port, across real processes: refused, logged, costs nothing else.
+
+Bad input from browsers (chat input, oversized messages, unknown classes) is proved in
+one process in ``tests/gateway/test_limits.py``. What needs the real processes is here:
+the app server's own link port, its log, and secrets that must never reach a log.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
-import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from gateway.link.connection import PROTOCOL_VERSION, LinkConnection, Role
 from gateway.link.events import Challenge, Hello, Refused
+from tests.chatting import bystanders
 from tests.conftest import StartRun
-from tests.support import WSGATE, ChatClient, Process, System, b64, open_ws, raw_upgrade
-
-
-@asynccontextmanager
-async def bystanders(system: System) -> AsyncIterator[tuple[ChatClient, ChatClient]]:
-    """Two clients that chat before and after the test's bad input."""
-    async with ChatClient.connect(system.ws_url()) as one, \
-            ChatClient.connect(system.ws_url()) as two:
-        await one.expect("Status")
-        await two.expect("Status")
-        await assert_chatting(one, two, "before")
-        yield one, two
-        await assert_chatting(one, two, "after")
-
-
-async def assert_chatting(one: ChatClient, two: ChatClient, text: str) -> None:
-    await one.say(text, author="one")
-    for client in (one, two):
-        assert (await client.expect("Chat", Message=b64(text)))["Author"] == "one"
-
-
-async def read_until_closed(ws: WebSocketConnection) -> None:
-    while True:
-        await ws.get_message()
-
-
-def errors(system: System) -> list[tuple[str, str]]:
-    with sqlite3.connect(system.db) as db:
-        return db.execute("SELECT kind, detail FROM errors ORDER BY id").fetchall()
-
-
-@pytest.mark.parametrize(
-    ("payload", "answer"),
-    [
-        ("{not json", "malformed JSON"),
-        ('["a list"]', "expected a JSON object"),
-        ('{"Message": "%%% not base64 %%%", "Author": "x"}', "not valid base64"),
-        ('{"Message": 42}', "Message must be a base64 string"),
-        ('{"Author": "x"}', 'expected {"Message"'),
-        ('{"User": ""}', "User must be a non-empty name"),
-        (b"\x00\x01binary", "binary frames are not part of the chat protocol"),
-    ],
-    ids=["json", "not-object", "base64", "message-type", "no-message", "empty-alias",
-         "binary"],
-)
-async def test_bad_chat_input_is_refused_to_the_sender(
-    start_run: StartRun, payload: str | bytes, answer: str
-) -> None:
-    """The sender gets {"Type": "Error"} naming the problem; nothing is stored or
-    broadcast; the error is recorded; the others go on chatting."""
-    system = start_run(workers=2)
-    with trio.fail_after(60):
-        async with bystanders(system) as (one, two), \
-                ChatClient.connect(system.ws_url()) as bad:
-            await bad.expect("Status")
-            await bad.send(payload)
-            error = await bad.expect("Error")
-            assert answer in error["Message"]
-            await assert_chatting(one, two, "during")
-    with sqlite3.connect(system.db) as db:
-        stored = [r[0] for r in db.execute("SELECT raw FROM messages")]
-    assert all("not json" not in raw and "binary" not in raw for raw in stored)
-    assert len(stored) == 3  # before, during, after
-    assert ("bad input", error["Message"]) in errors(system)
-
-
-async def test_message_over_the_limit_closes_with_1009(start_run: StartRun) -> None:
-    """A message over --max-message-bytes closes that socket with 1009 only."""
-    system = start_run("--max-message-bytes", "4096", workers=2)
-    with trio.fail_after(60):
-        async with bystanders(system), open_ws(system.ws_url()) as ws:
-            await ws.get_message()  # Status
-            await ws.send_message("x" * 5000)
-            with pytest.raises(ConnectionClosed) as excinfo:
-                await read_until_closed(ws)
-            assert excinfo.value.reason.code == 1009
-            assert "4096" in (excinfo.value.reason.reason or "")
-
-
-async def test_unknown_class_is_404(start_run: StartRun) -> None:
-    """An upgrade for a class the app server does not serve is refused with 404."""
-    system = start_run(workers=1)
-    with trio.fail_after(30):
-        async with bystanders(system):
-            status, body = await trio.to_thread.run_sync(
-                raw_upgrade, system, "/csp/user/No.Such.cls")
-            assert status == 404
-            assert b"No.Such" in body
-            status, _ = await trio.to_thread.run_sync(
-                raw_upgrade, system, "/csp/elsewhere/Chat.Server.cls")
-            assert status == 404
+from tests.support import WSGATE, Process, System
 
 
 def _link_port(system: System) -> tuple[str, int]:

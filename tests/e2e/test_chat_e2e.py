@@ -1,4 +1,9 @@
-"""The tutorial's chat end to end, through real gateway and worker processes."""
+"""The tutorial's chat end to end, through real gateway and worker processes.
+
+Started as a user starts it: ``wsgate run``, or ``wsgate appserver`` and ``wsgate
+gateway`` apart. The chat's behaviour in detail (both modes, rooms, the fixes of the
+tutorial's defects, HandleError) is proved in one process in tests/appserver/test_chat.py.
+"""
 
 from __future__ import annotations
 
@@ -83,58 +88,3 @@ async def test_three_clients_chat(chat_system: System) -> None:
                 if db.execute("SELECT count(*) FROM connections").fetchone()[0] == 0:
                     break
             await trio.sleep(0.05)
-
-
-async def test_sockets_spread_over_two_workers(start_run: StartRun) -> None:
-    """With two workers, /status shows sockets on both links, and one message reaches
-    the sockets of both."""
-    system = start_run(workers=2)
-    with trio.fail_after(60):
-        async with AsyncExitStack() as stack:
-            clients = await connect_all(stack, system.ws_url(), 4)
-            links = system.status()["links"]
-            assert len(links) == 2
-            assert len({link["worker_pid"] for link in links}) == 2
-            assert all(len(link["sockets"]) == 2 for link in links)
-            await clients[0].say("to every worker", author="x")
-            for client in clients:
-                message = await client.expect("Chat")
-                assert message["Message"] == b64("to every worker")
-
-
-async def test_long_messages_are_reassembled(start_run: StartRun) -> None:
-    """A message longer than Read's 32656-character pieces arrives whole."""
-    system = start_run(workers=1)
-    text = "é" * 70000
-    with trio.fail_after(60):
-        async with ChatClient.connect(system.ws_url()) as client:
-            await client.expect("Status")
-            await client.say(text, author="long")
-            message = await client.expect("Chat")
-            assert message["Message"] == b64(text)
-
-
-async def test_rooms_do_not_cross(start_run: StartRun) -> None:
-    """Messages and user lists stay in their room (?room=)."""
-    system = start_run(workers=2)
-    with trio.fail_after(60):
-        async with AsyncExitStack() as stack:
-            red = [await stack.enter_async_context(
-                ChatClient.connect(system.ws_url(query="room=red"))) for _ in range(2)]
-            blue = await stack.enter_async_context(
-                ChatClient.connect(system.ws_url(query="room=blue")))
-            for client in (*red, blue):
-                await client.expect("Status")
-            await red[0].send({"User": "rudolf"})
-            await blue.send({"User": "bluey"})
-            await red[1].say("red only", author="rudolf")
-            for client in red:
-                assert (await client.expect("userlist"))["Users"] == [{"User": "rudolf"}]
-                assert (await client.expect("Chat"))["Message"] == b64("red only")
-            assert (await blue.expect("userlist"))["Users"] == [{"User": "bluey"}]
-            await blue.say("blue only", author="bluey")
-            assert (await blue.expect("Chat"))["Message"] == b64("blue only")
-            await red[0].say("red again", author="rudolf")
-            assert (await red[1].expect("Chat"))["Message"] == b64("red again")
-            assert not blue.of_type("Chat")[1:]
-            assert all(m["Message"] != b64("blue only") for c in red for m in c.of_type("Chat"))
