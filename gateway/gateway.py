@@ -83,6 +83,7 @@ class Gateway:
         self._classes: frozenset[str] = frozenset()
         self._first_link = trio.Event()
         self._accepting = trio.CancelScope()
+        self._listener: socket.socket | None = None
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -198,13 +199,22 @@ class Gateway:
             listener.close()
 
     async def _accept(self, listener: socket.socket, nursery: trio.Nursery) -> None:
+        self._listener = listener
         with self._accepting:
             try:
                 await self._accept_loop(listener, nursery)
-            finally:  # draining (or stopping): no new connection is taken
-                trio.lowlevel.notify_closing(listener)
-                listener.close()
+            except trio.ClosedResourceError:
+                pass  # drain() closed the listener under the loop
+            finally:
+                self._stop_listening()
         await trio.sleep_forever()
+
+    def _stop_listening(self) -> None:
+        """Close the listening socket: connections not accepted yet are refused."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            trio.lowlevel.notify_closing(listener)
+            listener.close()
 
     async def _accept_loop(self, listener: socket.socket, nursery: trio.Nursery) -> None:
         while True:
@@ -227,6 +237,7 @@ class Gateway:
         """Shut down gracefully: take no new connection, close every browser socket with
         1001 in batches (what was queued for it leaves first), and wait up to
         ``timeout_s`` for the closing handshakes; True if every socket finished."""
+        self._stop_listening()  # now, before any close frame goes out
         self._accepting.cancel()
         sockets = list(self.table)
         log.info("draining %d sockets (at most %.0f s)", len(sockets), timeout_s)

@@ -8,6 +8,7 @@ after faults were injected.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -94,7 +95,7 @@ class Room:
             lost = sorted((expected - got).elements())
             doubled = sorted((got - expected).elements())
             ids = [m["Id"] for m in chatter.chats]
-            disordered = sum(1 for a, b in zip(ids, ids[1:], strict=False) if b <= a)
+            disordered = sum(1 for a, b in itertools.pairwise(ids) if b <= a)
             issue = {k: v for k, v in {
                 "lost": lost[:10], "lost_count": len(lost), "doubled": doubled[:10],
                 "doubled_count": len(doubled), "out_of_order": disordered,

@@ -1,0 +1,78 @@
+"""The gateway restarts under an open page in Chromium: the page recovers by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, expect
+from websockets.sync.client import connect
+
+from tests.conftest import StartRun
+from tests.e2e.test_browser import browser, open_chat, say  # noqa: F401 - the fixture
+from tests.support import WSGATE, Process, System, b64
+
+pytestmark = pytest.mark.browser
+
+
+def restart_gateway(system: System, tmp_path: Path, secret_file: Path) -> None:
+    """SIGTERM the gateway (it drains) and start a new one on the same port."""
+    old = system.processes[1]
+    appserver = system.status()["appserver"]
+    assert old.stop() == 0
+    env = {k: v for k, v in os.environ.items() if k != "WSGATE_SECRET"}
+    new = Process([WSGATE, "gateway", "--port", str(system.port), "--appserver", appserver,
+                   "--pool", "2", "--secret-file", str(secret_file)],
+                  log_path=tmp_path / "gateway-again.log", env=env)
+    new.wait_for_line(r"serving (http://\S+) ")
+    system.processes[1] = new
+    system.wait_healthy(links=2)
+
+
+def send_lines(system: System, lines: list[str]) -> None:
+    """Another client says each line, and waits for each to come back."""
+    with connect(system.ws_url()) as ws:
+        for line in lines:
+            ws.send(json.dumps({"Message": b64(line), "Author": "bob"}))
+            while True:
+                message = json.loads(ws.recv(timeout=10))
+                if message.get("Type") == "Chat":
+                    break
+
+
+def test_the_page_reconnects_after_a_gateway_restart_and_shows_each_message_once(
+    start_split: StartRun, browser: Browser, tmp_path: Path, secret_file: Path,  # noqa: F811
+) -> None:
+    """The gateway restarts (its sockets get 1001): the page says it is reconnecting,
+    opens a new socket by itself with ?since=, shows the lines sent while it was away,
+    shows every line exactly once and in order, and is back on the user list."""
+    system = start_split(workers=2)
+    dialogs: list[str] = []
+    alice = open_chat(browser, system, dialogs)
+    first_wsid = alice.locator("#headline").inner_text().rsplit(" - ", 1)[1]
+    say(alice, "alias alice")
+    expect(alice.locator("#userlist li")).to_have_text(["alice"])
+    send_lines(system, ["one", "two", "three"])
+    expect(alice.locator("#chat li")).to_have_count(3)
+
+    seen: list[str] = []
+    alice.on("websocket", lambda ws: seen.append(ws.url))
+    restart_gateway(system, tmp_path, secret_file)
+    expect(alice.locator("#headline")).to_have_text("CHAT - reconnecting")
+    # Sent while the page is away: it must get these through ?since=.
+    send_lines(system, ["four", "five"])
+    expect(alice.locator("#headline")).to_have_text(re.compile(r"^CHAT - connected - gw\."))
+    second_wsid = alice.locator("#headline").inner_text().rsplit(" - ", 1)[1]
+    assert second_wsid != first_wsid
+    send_lines(system, ["six"])
+
+    expect(alice.locator("#chat li")).to_have_count(6)
+    bodies = alice.locator("#chat li .media .media-body").all_inner_texts()
+    assert [b.splitlines()[0] for b in bodies] == ["one", "two", "three", "four", "five",
+                                                    "six"]
+    assert any("since=3" in url for url in seen), seen
+    expect(alice.locator("#userlist li")).to_have_text(["alice"])
+    assert dialogs == []
