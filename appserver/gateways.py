@@ -46,8 +46,15 @@ class GatewayWatch:
             del self._links[gateway]
             self._unlinked_since[gateway] = now
 
-    def left_behind(self, gateway: str, sockets: list[DetachedSocket]) -> None:
-        """A worker detached these sockets of ``gateway`` when its link dropped."""
+    def left_behind(self, gateway: str, sockets: list[DetachedSocket], lost_link: int) -> None:
+        """A worker detached these sockets of ``gateway`` when link ``lost_link`` dropped.
+
+        Link ids grow, so a link of the gateway newer than the lost one proves that it
+        linked again after the loss (the report may arrive after that): then the report
+        is dropped, as :meth:`link_opened` drops the ones before it.
+        """
+        if any(g == gateway and link > lost_link for link, g in self._gateway_of.items()):
+            return
         kept = self._left.setdefault(gateway, {})
         for socket in sockets:
             kept[socket[0]] = socket

@@ -57,8 +57,9 @@ log = logging.getLogger(__name__)
 LINK_HIGH_WATER_BYTES = 4 * 1024 * 1024
 
 
-#: Told which sockets went with a gateway link: (gateway id, [(wsid, class, state)]).
-DetachedReport = Callable[[str, list[tuple[str, str, str]]], None]
+#: Told which sockets went with a gateway link: (gateway id, [(wsid, class, state)],
+#: the lost link's id).
+DetachedReport = Callable[[str, list[tuple[str, str, str]], int], None]
 
 
 class _PendingEnd:
@@ -278,7 +279,7 @@ class WorkerRuntime:
             if pending.link is link:
                 pending.done.set()
         if detached and self.on_detached is not None and not self.stopping:
-            self.on_detached(link.gateway_id, detached)
+            self.on_detached(link.gateway_id, detached, link.id)
 
     async def finish_left_behind(self, gateway_id: str,
                                  sockets: list[tuple[str, str, str]]) -> None:

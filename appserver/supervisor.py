@@ -288,7 +288,8 @@ class Supervisor:
             elif event.get("event") == "detached":
                 self.gateways.left_behind(
                     str(event["gateway"]), [(str(w), str(c), str(s))
-                                            for w, c, s in event["sockets"]])
+                                            for w, c, s in event["sockets"]],
+                    int(event["link"]))
 
     async def _finish_gone_gateways(self) -> None:
         """Hand the sockets of gateways gone for --node-ttl to a live worker, which runs
@@ -299,7 +300,7 @@ class Supervisor:
                 worker = next((w for w in self.workers.values()
                                if w.alive and w.ready.is_set()), None)
                 if worker is None:
-                    self.gateways.left_behind(gateway, sockets)  # try again later
+                    self.gateways.left_behind(gateway, sockets, 0)  # try again later
                     continue
                 log.warning("gateway %s unlinked for %.0f s: running OnPostServer of the "
                             "%d sockets it left, on worker pid %d", gateway,

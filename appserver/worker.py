@@ -147,9 +147,10 @@ async def run_worker(
     """
     store = AsyncStore(ChatStore.open(config["db"], migrate=False))
 
-    def report_detached(gateway: str, sockets: list[tuple[str, str, str]]) -> None:
+    def report_detached(gateway: str, sockets: list[tuple[str, str, str]], link: int) -> None:
         for packet in in_packets(list(sockets)):
-            send_control(ctrl, {"event": "detached", "gateway": gateway, "sockets": packet})
+            send_control(ctrl, {"event": "detached", "gateway": gateway, "link": link,
+                                "sockets": packet})
 
     runtime = WorkerRuntime(
         appserver_id=config["appserver_id"], classes=load_classes(config.get("apps", [])),
