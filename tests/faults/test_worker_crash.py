@@ -81,3 +81,11 @@ async def test_kill_9_a_worker_while_50_clients_chat(start_run: StartRun) -> Non
     everything = stored_lines(system)
     assert everything == Counter(line for c in r.chatters for line in c.sent)
     assert f"worker pid {victim} exited with code -9" in system.logs()
+    expected = sum(len(c.sent) for c in r.chatters) * CLIENTS
+    delivered = sum(len(c.chats) for c in r.chatters)
+    print(f"\nkill -9 of worker pid {victim} ({on_victim} of {CLIENTS} sockets) after "
+          f"{CLIENTS * LINES // 3} of {CLIENTS * LINES} lines: "
+          f"{sum(1 for c in r.chatters if c.closed)} sockets closed, "
+          f"{expected - delivered} deliveries missing, "
+          f"{sum(everything.values()) - len(everything)} lines stored twice; "
+          f"{expected} deliveries checked one by one")
