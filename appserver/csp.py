@@ -87,6 +87,12 @@ class HandshakeRequest:
                 return value
         return None
 
+    @property
+    def subprotocols(self) -> list[str]:
+        """The subprotocols the browser offers (``Sec-WebSocket-Protocol``), in order."""
+        offered = [value for key, value in self.headers if key == "sec-websocket-protocol"]
+        return [p.strip() for value in offered for p in value.split(",") if p.strip()]
+
 
 class WebSocket:
     """Base class of WebSocket server classes; see the module docstring."""
@@ -110,6 +116,9 @@ class WebSocket:
         #: The upgrade request, for OnPreServer. None on OpenServer instances, and in a
         #: shared socket's Server(), which runs detached from it (as in IRIS).
         self.request: HandshakeRequest | None = None
+        #: The subprotocol OnPreServer chose among ``request.subprotocols`` ("" for
+        #: none; a wsgate addition: IRIS has no API for it). The gateway answers with it.
+        self.subprotocol = ""
         self._shared: int = 0
         self._mode_fixed = False
         self._resumed = False

@@ -106,12 +106,22 @@ async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
     if port.closed:  # the gateway gave up on the handshake meanwhile
         _drop(runtime, port)
         return
+    request = instance.request
+    if instance.subprotocol and (request is None
+                                 or instance.subprotocol not in request.subprotocols):
+        log.error("wsid=%s: OnPreServer chose the subprotocol %r, which the browser did "
+                  "not offer", event.wsid, instance.subprotocol)
+        _drop(runtime, port)
+        link.send(Reject(event.wsid, 500, f"{type(instance).__name__}.OnPreServer chose a "
+                                          "subprotocol the browser did not offer"))
+        return
     shared = bool(instance.SharedConnection)
     if not shared and len(runtime.ports) > 1:
         _hand_off(runtime, link, port)
         return
     port.accepted(shared)
-    link.send(Accept(event.wsid, shared, bool(instance.BinaryData), instance.encoded_state()))
+    link.send(Accept(event.wsid, shared, bool(instance.BinaryData), instance.encoded_state(),
+                     instance.subprotocol))
     log.debug("wsid=%s accepted (%s) by %s", event.wsid, "shared" if shared else "private",
               type(instance).__name__)
     if shared:
@@ -157,7 +167,7 @@ async def adopt_socket(runtime: WorkerRuntime, link: Link, event: Adopt) -> None
     instance.fix_mode()
     port.accepted(False)
     link.send(Accept(event.open.wsid, False, bool(instance.BinaryData),
-                     instance.encoded_state()))
+                     instance.encoded_state(), instance.subprotocol))
     await run_server(runtime, port)
 
 

@@ -15,8 +15,8 @@ rule: a move missing from the table is a bug, and raises). Its methods own the m
   (over it the socket closes with 1013); writes from other workers still reach it.
   Another worker resumes it (:meth:`attach`) and gets what was never acknowledged.
 * ``CLOSING``: nothing more goes out. The gateway sent its close frame (RFC 6455
-  section 7.1.2) and waits, at most :data:`CLOSE_TIMEOUT_S`, for the browser's; or it
-  hangs up on the browser (:meth:`BrowserSocket.abort`) and the reader ends at once.
+  section 7.1.2) and waits, at most :data:`CLOSE_TIMEOUT_S`, for the browser's, then
+  hangs up.
 * ``CLOSED``: forgotten everywhere; the TCP socket is closed.
 
 Outbound frames are encoded once by the caller (:mod:`gateway.wsframe`) and queued with
@@ -30,6 +30,7 @@ when the Registry must hear that it opened or closed. It never imports the gatew
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import socket
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: How long a closing socket waits for the browser's close frame before hanging up.
 CLOSE_TIMEOUT_S = 5.0
+#: After a protocol error, how long the gateway reads what the browser still sends.
+LINGER_S = 1.0
 
 
 class Phase(enum.Enum):
@@ -76,7 +79,7 @@ class Step(enum.Enum):
     ATTACH = "attach"  # another worker resumes it
     CLOSE = "close"  # the gateway sent its close frame
     BROWSER_CLOSED = "browser-closed"  # the browser's close frame, or its TCP end
-    ABORT = "abort"  # hung up at once: a slow or broken peer
+    ABORT = "abort"  # hung up on: no answer to our close frame in time
 
 
 #: Every move a socket can make. A (phase, step) pair not listed is a bug.
@@ -88,12 +91,10 @@ TRANSITIONS: dict[tuple[Phase, Step], Phase] = {
     (Phase.CONNECTING, Step.FAILED): Phase.CLOSED,
     (Phase.OPEN, Step.CLOSE): Phase.CLOSING,
     (Phase.OPEN, Step.BROWSER_CLOSED): Phase.CLOSED,
-    (Phase.OPEN, Step.ABORT): Phase.CLOSING,  # the reader ends at once, then CLOSED
     (Phase.OPEN, Step.DETACH): Phase.DETACHED,
     (Phase.DETACHED, Step.ATTACH): Phase.OPEN,
     (Phase.DETACHED, Step.CLOSE): Phase.CLOSING,
     (Phase.DETACHED, Step.BROWSER_CLOSED): Phase.CLOSED,
-    (Phase.DETACHED, Step.ABORT): Phase.CLOSING,
     (Phase.CLOSING, Step.BROWSER_CLOSED): Phase.CLOSED,
     (Phase.CLOSING, Step.ABORT): Phase.CLOSED,
 }
@@ -135,6 +136,15 @@ class SocketOwner(Protocol):
         """Run a task that outlives the caller (a drain)."""
 
 
+#: A close frame's reason has at most 123 bytes (RFC 6455 section 5.5).
+_REASON_BYTES = 120
+
+
+def _short_reason(reason: str) -> str:
+    """``reason`` cut to what a close frame carries, on a UTF-8 character boundary."""
+    return reason.encode()[:_REASON_BYTES].decode(errors="ignore")
+
+
 class _Handshake:
     """What a socket needs only until it opens (dropped then: memory per idle socket)."""
 
@@ -154,7 +164,7 @@ class BrowserSocket:
     """One browser WebSocket held by the gateway; see the module docstring."""
 
     __slots__ = (
-        "_drain_running", "_handshake", "_reader_scope", "_received", "_unacked",
+        "_drain_running", "_handshake", "_linger", "_reader_scope", "_received", "_unacked",
         "_unacked_bytes", "binary", "class_name", "client_address", "close_code",
         "close_reason", "groups", "home", "last_activity", "last_heard", "out", "owner", "phase",
         "session", "shared", "sock", "state", "ws", "wsid",
@@ -198,6 +208,9 @@ class BrowserSocket:
         self._handshake: _Handshake | None = _Handshake()
         self._reader_scope: trio.CancelScope | None = None
         self._drain_running = False
+        #: After a protocol error: read and drop what the browser still sends, briefly,
+        #: so that closing does not reset the connection under our close frame.
+        self._linger = False
 
     @property
     def mode(self) -> str:
@@ -314,9 +327,12 @@ class BrowserSocket:
             try:
                 self.out.push(frame)
             except SendOverflow as exc:
-                log.warning("wsid=%s dropped: slow client (%s)", self.wsid, exc)
+                # It gets no more data: its close frame goes after what is queued (the
+                # bound is never below one message), and the reader gives it
+                # CLOSE_TIMEOUT_S to read on; then it is hung up on.
+                log.warning("wsid=%s closed: slow client (%s)", self.wsid, exc)
                 self.owner.stats["sockets_dropped"] += 1
-                self.abort(1008, "slow client")
+                self.close(1008, "slow client")
                 return False
             return True
         if self._handshake is not None:
@@ -364,20 +380,6 @@ class BrowserSocket:
         self.flush()
         return True
 
-    def abort(self, code: int, reason: str) -> None:
-        """Hang up at once (no closing handshake): a slow or broken peer.
-
-        The reader task ends the socket: a broadcast may be iterating over the group
-        this socket belongs to, so it is not forgotten here.
-        """
-        if self.phase not in _LIVE:
-            return
-        self.close_code, self.close_reason = code, reason
-        self.out.closed = True  # nothing more is sent: the peer is not reading
-        self._enter(Step.ABORT)
-        self.owner.socket_closing(self)
-        self._cancel_reader(0)
-
     def _cancel_reader(self, after_s: float) -> None:
         if self._reader_scope is not None:
             self._reader_scope.deadline = min(
@@ -392,7 +394,8 @@ class BrowserSocket:
             self.owner.socket_closing(self)
         self.owner.socket_finished(self)
         self.out.try_send()  # a last close frame, if the kernel takes it
-        self.out.closed = True
+        if not self._linger:  # else the close frame may still be on its way
+            self.out.closed = True
 
     # --- inbound -----------------------------------------------------------------------
 
@@ -411,8 +414,23 @@ class BrowserSocket:
                 self._finish(Step.ABORT)
             elif self.phase in _LIVE:
                 self._finish(Step.BROWSER_CLOSED)
+            if self._linger:
+                with trio.CancelScope(shield=True):
+                    await self._drain_and_hang_up()
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
+
+    async def _drain_and_hang_up(self) -> None:
+        """Send what is queued (our close frame), half-close, and read what the browser
+        still sends until it hangs up (at most LINGER_S): closing with unread input
+        would make the kernel reset the connection, and the browser lose the frame."""
+        with trio.move_on_after(LINGER_S):
+            with contextlib.suppress(OSError):
+                await self.out.drain()
+                self.sock.shutdown(socket.SHUT_WR)
+                while await receive_some(self.sock):
+                    pass
+        self.out.closed = True
 
     async def _read_loop(self) -> None:
         ws = self.ws
@@ -460,8 +478,17 @@ class BrowserSocket:
             ws.receive_data(data or None)
 
     def _browser_closed(self, ws: Connection, event: CloseConnection) -> None:
-        if ws.state is ConnectionState.REMOTE_CLOSING:
+        if ws.state is ConnectionState.REMOTE_CLOSING:  # its close frame: answer it
             self.out.push_unchecked(ws.send(event.response()))
+        elif ws.state is ConnectionState.OPEN:
+            # wsproto found a protocol error (a bad frame, invalid UTF-8, a bad close
+            # code...): say why in a close frame before the TCP connection ends
+            # (RFC 6455 sections 7.1.7 and 8.1), rather than just hanging up.
+            reason = _short_reason(event.reason or "")
+            log.info("wsid=%s protocol error (%d): %s", self.wsid, event.code, reason)
+            self.owner.stats["protocol_errors"] += 1
+            self.out.push_unchecked(ws.send(CloseConnection(code=event.code, reason=reason)))
+            self._linger = True
         if self.phase in _LIVE:  # the browser closed first
             self.close_code, self.close_reason = event.code, event.reason or ""
         self._finish(Step.BROWSER_CLOSED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import re
 import signal
 import socket
 import sys
@@ -42,12 +43,12 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message-bytes", type=int, default=1024 * 1024, metavar="N",
                         help="largest message a browser may send; more closes with 1009")
     parser.add_argument("--max-queued-bytes", type=int, default=8 * 1024 * 1024, metavar="N",
-                        help="bytes queued for one browser before it is dropped as too "
-                             "slow (default 8 MiB)")
+                        help="bytes queued for one browser before it is closed as too "
+                             "slow, 1008 (default 8 MiB; never below one message)")
     parser.add_argument("--max-held-bytes", type=int, default=4 * 1024 * 1024, metavar="N",
                         help="bytes of one browser's messages kept until its worker "
                              "acknowledges them, also while no worker has it; more closes "
-                             "it with 1013 (default 4 MiB, at least --max-message-bytes)")
+                             "it with 1013 (default 4 MiB; never below one message)")
     parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
                         help="ping a browser silent for S seconds (default 20; 0: never)")
     parser.add_argument("--ping-timeout", type=float, default=20.0, metavar="S",
@@ -59,6 +60,23 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--link-heartbeat", type=float, default=5.0, metavar="S",
                         help="heartbeat period of the links; a worker silent for three "
                              "periods is dead and its sockets move on (default 5)")
+    parser.add_argument("--max-sockets", type=int, default=100_000, metavar="N",
+                        help="sockets held at once at most; more get 503 (default 100000)")
+    parser.add_argument("--max-connect-rate", type=float, default=1000.0, metavar="R",
+                        help="new connections per second per client address; more get "
+                             "429 (default 1000; 0: no limit)")
+    parser.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S",
+                        help="how long a client may take to send its request (and a TLS "
+                             "handshake) before it is hung up on (default 10)")
+    parser.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a page origin (scheme://host[:port]) allowed to open sockets "
+                             "besides this gateway's own; '*' allows any (repeatable; "
+                             "default: only the gateway's own pages, and clients that "
+                             "send no Origin)")
+    parser.add_argument("--certfile", metavar="PATH",
+                        help="TLS certificate chain (PEM): serve https and wss")
+    parser.add_argument("--keyfile", metavar="PATH",
+                        help="the certificate's private key (PEM; default: in --certfile)")
     parser.add_argument("--queue-timeout", type=float, default=10.0, metavar="S",
                         help="how long a new socket waits for a free link before 503 "
                              "(IRIS: Queued Request Timeout; default 10)")
@@ -84,10 +102,20 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
     if not 1 <= args.max_message_bytes <= MAX_PAYLOAD_BYTES:
         raise ValueError(f"--max-message-bytes must be between 1 and {MAX_PAYLOAD_BYTES} "
                          "(what one link frame carries)")
-    if args.max_held_bytes < args.max_message_bytes:
-        raise ValueError("--max-held-bytes must be at least --max-message-bytes (one "
-                         "message must fit)")
-    for flag in ("ping_interval", "ping_timeout", "drain_timeout", "link_heartbeat"):
+    if args.max_queued_bytes < 1 or args.max_held_bytes < 1:
+        raise ValueError("--max-queued-bytes and --max-held-bytes must be at least 1")
+    if args.keyfile and not args.certfile:
+        raise ValueError("--keyfile needs --certfile")
+    if args.max_sockets < 1:
+        raise ValueError("--max-sockets must be at least 1")
+    if args.max_connect_rate < 0:
+        raise ValueError("--max-connect-rate must be 0 (no limit) or more")
+    for origin in args.allowed_origin:
+        if origin != "*" and not re.match(r"^(https?)://[^/\s]+$", origin):
+            raise ValueError(f"--allowed-origin {origin!r}: expected scheme://host[:port] "
+                             "(no path), or *")
+    for flag in ("ping_interval", "ping_timeout", "drain_timeout", "link_heartbeat",
+                 "handshake_timeout"):
         if getattr(args, flag) < 0 or (flag != "ping_interval" and getattr(args, flag) == 0):
             raise ValueError(f"--{flag.replace('_', '-')} must be above 0")
     config = GatewayConfig(
@@ -97,6 +125,10 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
         socket_buffer_bytes=args.max_queued_bytes, hold_bytes=args.max_held_bytes,
         ping_interval_s=args.ping_interval, ping_timeout_s=args.ping_timeout,
         drain_timeout_s=args.drain_timeout, link_heartbeat_s=args.link_heartbeat,
+        max_sockets=args.max_sockets, max_connect_rate=args.max_connect_rate,
+        handshake_timeout_s=args.handshake_timeout,
+        allowed_origins=frozenset(args.allowed_origin), certfile=args.certfile,
+        keyfile=args.keyfile,
         queue_timeout_s=args.queue_timeout, response_timeout_s=args.response_timeout,
         session_timeout_s=args.session_timeout,
         registry_enabled=args.registry_methods == "enabled",
@@ -118,7 +150,8 @@ async def _serve_gateway(config: GatewayConfig, listener: socket.socket,
         async with trio.open_nursery() as nursery:
             host, port = await nursery.start(partial(gateway.serve, listener=listener))
             shown = f"[{host}]" if ":" in host else host
-            print(f"wsgate gateway: serving http://{shown}:{port}/ (gateway {gateway.id}, "
+            scheme = "https" if config.certfile else "http"
+            print(f"wsgate gateway: serving {scheme}://{shown}:{port}/ (gateway {gateway.id}, "
                   f"app server {config.appserver[0]}:{config.appserver[1]})", flush=True)
             if exit_with_parent:
                 nursery.start_soon(watch_parent, nursery.cancel_scope)
@@ -134,10 +167,17 @@ def run_gateway(args: argparse.Namespace) -> int:
     """``wsgate gateway``."""
     configure_logging(args.log_level)
     raise_file_limit()
+    import ssl  # here: `wsgate run`'s launcher imports this module and needs no TLS
+
     try:
         config = _gateway_config(args)
+        config.tls_context()  # a certificate that cannot be used: say so now
     except (ValueError, SecretError) as exc:
         print(f"wsgate gateway: {exc}", flush=True)
+        return 2
+    except (OSError, ssl.SSLError) as exc:
+        print(f"wsgate gateway: cannot use the TLS certificate {args.certfile}: {exc}",
+              flush=True)
         return 2
     from gateway.link.net import listen_tcp  # imports trio, which `wsgate run` never needs
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+import ssl
 from dataclasses import dataclass, field
 
 __all__ = ["GatewayConfig", "new_gateway_id"]
@@ -54,6 +55,17 @@ class GatewayConfig:
     drain_timeout_s: float = 10.0
     #: How often links send heartbeats (a peer silent for three periods is dead).
     link_heartbeat_s: float = 5.0
+    #: Sockets held at once at most; over it an upgrade gets 503.
+    max_sockets: int = 100_000
+    #: New connections per second per client address; over it 429 (0: no limit).
+    max_connect_rate: float = 1000.0
+    #: How long a client may take to send its request (and a TLS handshake): slowloris.
+    handshake_timeout_s: float = 10.0
+    #: Page origins allowed to open sockets besides the gateway's own ("*": any).
+    allowed_origins: frozenset[str] = frozenset()
+    #: TLS: the certificate chain and its key (PEM); both set: https and wss only.
+    certfile: str | None = None
+    keyfile: str | None = None
     #: False: refuse shared sockets, every socket runs private (IRIS: REGISTRY_METHODS).
     registry_enabled: bool = True
     #: Who may read /status and /metrics.
@@ -61,6 +73,19 @@ class GatewayConfig:
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
     )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context, when a certificate is configured (else None).
+
+        Raises ``OSError`` or ``ssl.SSLError`` for a file that cannot be read or used.
+        """
+        if not self.certfile:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.certfile, self.keyfile)
+        context.set_alpn_protocols(["http/1.1"])
+        return context
 
     def status_allowed(self, client_host: str) -> bool:
         """Whether ``client_host`` may read the System Status page."""

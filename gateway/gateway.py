@@ -19,6 +19,7 @@ from typing import cast
 
 import trio
 
+from gateway.admission import ConnectRate
 from gateway.browser import BrowserSocket, Phase
 from gateway.config import GatewayConfig
 from gateway.groups import HOLD_S
@@ -75,6 +76,10 @@ class Gateway:
         self.stats: Counter[str] = Counter()
         #: Detached sockets and orphaned OnPostServer duties (a worker crashed).
         self.recovery = Recovery(self)
+        #: New connections per second per client address (429 over it).
+        self.connect_rate = ConnectRate(config.max_connect_rate)
+        #: TLS for https and wss on the browsers' port (None: plain HTTP).
+        self.tls = config.tls_context()
         #: This process's Prometheus registry, read at scrape time.
         self.metrics = metrics_registry(self)
         self._ids = itertools.count(1)
@@ -108,8 +113,15 @@ class Gateway:
 
     @property
     def hold_bytes(self) -> int:
-        """Bytes of a socket's unacknowledged messages kept (over it: 1013)."""
-        return self.config.hold_bytes
+        """Bytes of a socket's unacknowledged messages kept (over it: 1013); never
+        below one message, so a message the size limit admits is always kept."""
+        return max(self.config.hold_bytes, self.config.max_message_bytes)
+
+    @property
+    def queue_bytes(self) -> int:
+        """Bytes queued for one browser (over it: 1008, slow client); never below one
+        message and its frame header, so a message it may send can always come back."""
+        return max(self.config.socket_buffer_bytes, self.config.max_message_bytes + 14)
 
     async def wait_linked(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the first link ever; True once there is one."""
@@ -123,7 +135,7 @@ class Gateway:
         """A socket for an upgrade request, with a WebSocketID unique across gateways:
         ``<gateway id>-<n>``."""
         return BrowserSocket(self, f"{self.id}-{next(self._ids)}", sock, client_address,
-                             class_name, buffer_limit=self.config.socket_buffer_bytes)
+                             class_name, buffer_limit=self.queue_bytes)
 
     # --- the Registry, and a socket's life (SocketOwner) -------------------------------
 
@@ -231,6 +243,9 @@ class Gateway:
                     break
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls is not None:  # the handshake runs in the connection's task
+                    sock = self.tls.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
                 nursery.start_soon(serve_connection, self, sock, address[0])
 
     async def drain(self, timeout_s: float) -> bool:

@@ -87,18 +87,21 @@ class SocketGroup:
             return sent
         if self.latest:
             for bs, wanted in members.items():
-                if bs.shared and seq >= wanted and bs.queue(frame, shared_only=True):
+                if bs.shared and seq >= wanted:
                     members[bs] = seq + 1
-                    bs.last_activity = now
-                    dirty.add(bs)
-                    sent += 1
+                    if bs.queue(frame, shared_only=True):
+                        bs.last_activity = now
+                        dirty.add(bs)
+                        sent += 1
             return sent
         for bs, wanted in members.items():
             if not bs.shared:
                 continue
             if seq == wanted or not wanted:
+                # Its turn, delivered or not (a closing socket takes nothing more): the
+                # cursor moves on either way, so nothing is held behind it.
+                members[bs] = seq + 1
                 if bs.queue(frame, shared_only=True):
-                    members[bs] = seq + 1
                     bs.last_activity = now
                     dirty.add(bs)
                     sent += 1
@@ -114,18 +117,20 @@ class SocketGroup:
         was queued (False: a duplicate, or held until its turn)."""
         wanted = self.members.get(bs)
         if self.latest and wanted is not None:
-            if seq < wanted or not bs.queue(frame, shared_only=True):
+            if seq < wanted:
                 return False
             self.members[bs] = seq + 1
+            if not bs.queue(frame, shared_only=True):
+                return False
             bs.last_activity = now
             return True
         if wanted is None or seq == wanted or not wanted:
-            if not bs.queue(frame, shared_only=True):
-                return False
             if wanted is not None:
                 self.members[bs] = seq + 1
-                if bs in self._held:
-                    self._release(bs)
+            if not bs.queue(frame, shared_only=True):
+                return False
+            if wanted is not None and bs in self._held:
+                self._release(bs)
             bs.last_activity = now
             return True
         if seq > wanted:
@@ -145,10 +150,9 @@ class SocketGroup:
         wanted = self.members[bs]
         released = 0
         while wanted in held:
-            if not bs.queue(held.pop(wanted), shared_only=True):
-                break
+            if bs.queue(held.pop(wanted), shared_only=True):
+                released += 1
             wanted += 1
-            released += 1
         self.members[bs] = wanted
         if not held:
             del self._held[bs]

@@ -100,7 +100,8 @@ async def _handshake(
     if not isinstance(reply, Accept):
         return reply if isinstance(reply, Rejection) else _refusal(gw, bs, reply)
     # extensions=[]: no permessage-deflate, so one encoded frame serves every socket.
-    response = handshake.send(AcceptConnection(extensions=[]))
+    response = handshake.send(AcceptConnection(subprotocol=reply.subprotocol or None,
+                                               extensions=[]))
     assert handshake.connection is not None
     bs.accept(response, handshake.connection, reply, trailing)
     log.debug("wsid=%s open (%s) on link %d from %s", bs.wsid, bs.mode,

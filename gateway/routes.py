@@ -12,16 +12,20 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import h11
+import trio
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from client import load_assets
+from gateway.admission import origin_refusal
 from gateway.handshake import open_websocket
 from gateway.link.httpserver import Response, send_response, serve_http
+from gateway.link.net import tls_handshake
 from gateway.status import render_status_html, status_snapshot
 
 if TYPE_CHECKING:
@@ -43,12 +47,40 @@ def _header(request: h11.Request, name: bytes) -> str:
 
 async def serve_connection(gw: Gateway, sock: socket.socket, client_host: str) -> None:
     """Serve one browser TCP connection until it closes."""
+    timeout = gw.config.handshake_timeout_s
+    if isinstance(sock, ssl.SSLSocket):
+        with trio.move_on_after(timeout) as waited:
+            try:
+                await tls_handshake(sock)
+            except (OSError, ssl.SSLError) as exc:
+                log.info("TLS handshake with %s failed: %s", client_host, exc)
+        if waited.cancelled_caught or sock.version() is None:
+            if waited.cancelled_caught:
+                log.info("TLS handshake with %s timed out", client_host)
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+            return
+    if not gw.connect_rate.admit(client_host, trio.current_time()):
+        gw.stats["connections_rate_limited"] += 1
+        refusal = Response.text(429, f"too many new connections from {client_host} "
+                                     f"(at most {gw.config.max_connect_rate:g} a second); "
+                                     "try again later")
+        refusal.headers.append(("Retry-After", "1"))
+        refusal.close = True
+
+        async def refuse(conn: h11.Connection, request: h11.Request) -> bool:
+            await send_response(conn, sock, refusal, close=True)
+            return False
+
+        await serve_http(sock, client_host, lambda request: refusal, refuse,
+                         request_timeout_s=timeout)
+        return
 
     async def upgrade(conn: h11.Connection, request: h11.Request) -> bool:
         return await _serve_upgrade(gw, conn, sock, client_host, request)
 
     await serve_http(sock, client_host, lambda request: route(gw, request, client_host),
-                     upgrade)
+                     upgrade, request_timeout_s=timeout)
 
 
 async def _serve_upgrade(
@@ -62,6 +94,10 @@ async def _serve_upgrade(
     if match is None or not is_websocket:
         await send_response(conn, sock, Response.text(404, f"no WebSocket endpoint at {path}"),
                             close=True)
+        return False
+    refusal = _admission(gw, request)
+    if refusal is not None:
+        await send_response(conn, sock, refusal, close=True)
         return False
     class_key = f"{match[1].lower()}/{match[2]}"
     if not gw.classes:  # never linked yet: wait as for a busy pool
@@ -86,6 +122,23 @@ async def _serve_upgrade(
     # this HTTP connection, and this one ends here.
     gw.nursery.start_soon(bs.run)
     return True
+
+
+def _admission(gw: Gateway, request: h11.Request) -> Response | None:
+    """The answer to an upgrade that may not open a socket (its Origin, the limit of
+    sockets), or None."""
+    why = origin_refusal(_header(request, b"origin"), _header(request, b"host"),
+                         gw.config.allowed_origins)
+    if why:
+        gw.stats["sockets_refused_origin"] += 1
+        log.info("upgrade refused (403): %s", why)
+        return Response.text(403, why)
+    if len(gw.table) >= gw.config.max_sockets:
+        gw.stats["sockets_refused_full"] += 1
+        return Response.text(503, f"this gateway holds as many sockets as it may "
+                                  f"(--max-sockets {gw.config.max_sockets}); try again "
+                                  "later")
+    return None
 
 
 def route(gw: Gateway, request: h11.Request, client_host: str) -> Response:

@@ -107,6 +107,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="on Ctrl-C or SIGTERM, how long the gateway may take closing "
                              "browser sockets (1001) before the app server stops "
                              f"(default {DRAIN_TIMEOUT_S:g})")
+    parser.add_argument("--max-sockets", type=int, default=None, metavar="N",
+                        help="sockets held at once at most; more get 503 (default 100000)")
+    parser.add_argument("--max-connect-rate", type=float, default=None, metavar="R",
+                        help="new connections per second per client address; more get "
+                             "429 (default 1000; 0: no limit)")
+    parser.add_argument("--handshake-timeout", type=float, default=None, metavar="S",
+                        help="how long a client may take to send its request (default 10)")
+    parser.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a page origin allowed to open sockets besides the gateway's "
+                             "own; '*' allows any (repeatable)")
+    parser.add_argument("--certfile", metavar="PATH",
+                        help="TLS certificate chain (PEM): serve https and wss")
+    parser.add_argument("--keyfile", metavar="PATH", help="the certificate's private key")
     parser.add_argument("--link-heartbeat", type=float, default=None, metavar="S",
                         help="heartbeat period of the links, both ways (default 5)")
     parser.add_argument("--node-ttl", type=float, default=None, metavar="S",
@@ -143,9 +156,16 @@ def _gateway_command(args: argparse.Namespace, appserver: str) -> list[str]:
                         ("--ping-interval", args.ping_interval),
                         ("--ping-timeout", args.ping_timeout),
                         ("--drain-timeout", args.drain_timeout),
-                        ("--link-heartbeat", args.link_heartbeat)):
+                        ("--link-heartbeat", args.link_heartbeat),
+                        ("--max-sockets", args.max_sockets),
+                        ("--max-connect-rate", args.max_connect_rate),
+                        ("--handshake-timeout", args.handshake_timeout),
+                        ("--certfile", args.certfile),
+                        ("--keyfile", args.keyfile)):
         if value is not None:
             command += [flag, str(value)]
+    for origin in args.allowed_origin:
+        command += ["--allowed-origin", origin]
     return command
 
 

@@ -108,6 +108,11 @@ class GatewayCollector:
         "sockets_over_hold": "Sockets closed with 1013: too much sent and not acknowledged.",
         "sockets_ping_timeout": "Sockets closed with 1001: no answer to ping.",
         "sequence_gaps_given_up": "Sequenced group messages given up after waiting.",
+        "protocol_errors": "Sockets closed with 1002 or 1007: a browser broke RFC 6455.",
+        "sockets_refused_origin": "Upgrades refused with 403: a page of another origin.",
+        "sockets_refused_full": "Upgrades refused with 503: --max-sockets reached.",
+        "connections_rate_limited": "Connections answered 429: --max-connect-rate "
+                                    "reached for their address.",
     }
 
     def __init__(self, gw: Gateway) -> None:

@@ -201,9 +201,10 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.u8(_flags(binary))
             w.raw(payload)
             return FrameType.WRITE_MANY, b"".join(w.parts)
-        case Accept(wsid, shared, binary, state):
+        case Accept(wsid, shared, binary, state, subprotocol):
             w.str8(wsid, "the socket id")
             w.u8(_flags(shared, binary))
+            w.str8(subprotocol, "the subprotocol")
             w.raw(state)
             return FrameType.ACCEPT, b"".join(w.parts)
         case Reject(wsid, status, body):
@@ -444,7 +445,8 @@ def decode_body(type_byte: int, body: bytes) -> Event:
         case FrameType.ACCEPT:
             wsid = r.str8()
             shared, binary = r.flags(2)
-            event = Accept(wsid, shared, binary, r.rest())
+            subprotocol = r.str8()
+            event = Accept(wsid, shared, binary, r.rest(), subprotocol)
         case FrameType.ACK:
             event = Ack(r.str8(), r.u32())
         case FrameType.RESUME:

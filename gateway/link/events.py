@@ -159,12 +159,15 @@ class Accept:
 
     ``state`` holds the instance's attributes after OnPreServer (JSON), which the
     gateway keeps: a worker that takes the socket over after a crash restores them.
+    ``subprotocol`` is the one of the browser's ``Sec-WebSocket-Protocol`` offers that
+    OnPreServer chose ("" for none): the gateway's 101 names it (RFC 6455 4.2.2).
     """
 
     wsid: str
     shared: bool
     binary: bool = False
     state: bytes = b""
+    subprotocol: str = ""
 
 
 @dataclass(frozen=True, slots=True)

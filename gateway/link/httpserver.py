@@ -2,7 +2,8 @@
 
 The gateway serves its page, /healthz, /status and /metrics with it (and hands
 upgrades on to the WebSocket code); the app server's supervisor serves /metrics with
-it. Keep-alive works; a connection idle or slow for :data:`IDLE_TIMEOUT_S` is closed.
+it. Keep-alive works; a connection idle, or slow sending a request, for
+``request_timeout_s`` (:data:`IDLE_TIMEOUT_S` unless the caller says) is closed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
+    #: End the connection after this response (no keep-alive).
+    close: bool = False
 
     @classmethod
     def text(cls, status: int, text: str) -> Response:
@@ -88,7 +91,8 @@ Upgrade = Callable[[h11.Connection, h11.Request], Awaitable[bool]]
 
 
 async def serve_http(sock: socket.socket, client_host: str, route: Route,
-                     upgrade: Upgrade | None = None) -> None:
+                     upgrade: Upgrade | None = None, *,
+                     request_timeout_s: float = IDLE_TIMEOUT_S) -> None:
     """Serve one connection until it closes; this task owns ``sock`` and closes it.
 
     ``route`` answers plain requests. A request with an Upgrade header goes to
@@ -100,7 +104,8 @@ async def serve_http(sock: socket.socket, client_host: str, route: Route,
     try:
         while True:
             received = None
-            with trio.move_on_after(IDLE_TIMEOUT_S):  # idle or too slow: hang up
+            # Idle, or too slow sending its request (slowloris): hang up.
+            with trio.move_on_after(request_timeout_s):
                 received = await _read_request(conn, sock)
             if received is None:
                 return
@@ -114,8 +119,10 @@ async def serve_http(sock: socket.socket, client_host: str, route: Route,
                 return
             response = route(request)
             with trio.move_on_after(IDLE_TIMEOUT_S):
-                await send_response(conn, sock, response, head=request.method == b"HEAD")
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                await send_response(conn, sock, response, head=request.method == b"HEAD",
+                                    close=response.close)
+            if (response.close or conn.our_state is not h11.DONE
+                    or conn.their_state is not h11.DONE):
                 return
             conn.start_next_cycle()
     except h11.RemoteProtocolError as exc:

@@ -5,6 +5,8 @@ than trio streams, for two reasons the benchmark measures: a broadcast can try a
 non-blocking ``send`` on each socket without a task switch per socket, and bytes that
 are queued while a send is in flight leave in one system call (coalescing). trio's
 ``wait_readable``/``wait_writable`` do the waiting, so cancellation works as usual.
+A non-blocking TLS socket (``ssl.SSLSocket``) works the same: its want-read and
+want-write errors wait as a would-block does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import ssl
 
 import trio
 
@@ -23,6 +26,7 @@ __all__ = [
     "connect_tcp",
     "listen_tcp",
     "receive_some",
+    "tls_handshake",
 ]
 
 #: How much one read takes from the kernel.
@@ -91,11 +95,15 @@ async def receive_some(sock: socket.socket, max_bytes: int = RECV_BYTES, *,
     while True:
         try:
             data = sock.recv(max_bytes)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):
             await trio.lowlevel.wait_readable(sock)
             waited = True
             continue
-        except _GONE:
+        except ssl.SSLWantWriteError:  # TLS: the handshake or a key update must write
+            await trio.lowlevel.wait_writable(sock)
+            waited = True
+            continue
+        except (*_GONE, ssl.SSLError):  # TLS: the peer's close_notify, or a bad record
             data = b""
         except OSError as exc:
             if exc.errno == errno.EBADF:  # closed under us by another task
@@ -155,7 +163,9 @@ class SendBuffer:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             sent = self._sock.send(data)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            # TLS retries the same bytes (Python's ssl accepts a moved buffer, and what
+            # is queued meanwhile only ever extends it).
             sent = 0
         except (*_GONE, OSError):
             self._gone()
@@ -178,3 +188,15 @@ class SendBuffer:
         self.closed = True
         self._chunks.clear()
         self._size = 0
+
+
+async def tls_handshake(sock: ssl.SSLSocket) -> None:
+    """Run a non-blocking TLS socket's handshake (the caller bounds the time)."""
+    while True:
+        try:
+            sock.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            await trio.lowlevel.wait_readable(sock)
+        except ssl.SSLWantWriteError:
+            await trio.lowlevel.wait_writable(sock)

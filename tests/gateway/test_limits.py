@@ -151,7 +151,7 @@ async def test_a_slow_client_is_dropped_not_buffered(
                 await h.settled(wsid)
             assert h.gateway.stats["sockets_dropped"] == 1
             assert (dropped.close_code, dropped.close_reason) == (1008, "slow client")
-            assert f"wsid={wsid} dropped: slow client" in caplog.text
+            assert f"wsid={wsid} closed: slow client" in caplog.text
             metrics = await http_get(h.port, "/metrics")
             assert _sample(metrics.body.decode(),
                            "wsgate_gateway_sockets_dropped_total") == 1

@@ -61,6 +61,7 @@ GATEWAY_TO_WORKER: list[Event] = [
 WORKER_TO_GATEWAY: list[Event] = [
     Accept("gw.a1-1", shared=True),
     Accept("gw.a1-2", shared=False, binary=True, state=b'{"room": "default"}'),
+    Accept("gw.a1-3", shared=True, subprotocol="chat.v2"),
     Ack("gw.a1-1", 12),
     Reject("gw.a1-3", 503, "busy, try later"),
     Write("gw.a1-1", False, b'{"Type":"Chat"}'),
