@@ -9,17 +9,14 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 
 # System packages the tests drive for real, installed with apt-get when missing:
-# Chromium for the browser tests (a CJK font so screenshots show every glyph).
+# Chromium for the browser tests (a CJK font so screenshots show every glyph), openssl
+# for the TLS tests' self-signed certificate.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || missing+=(fonts-wqy-zenhei)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing with apt-get: ${missing[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
+  apt_install "${missing[@]}"
 fi
 
 ensure_venv
