@@ -379,8 +379,11 @@ class WebSocket:
 
 
 async def run_post_server(instance: WebSocket) -> None:
-    """Run ``instance.OnPostServer()``, logging (never raising) what it raises."""
+    """Run ``instance.OnPostServer()``, logging (never raising) what it raises, then
+    tell the socket's gateway it ran (until then the duty is counted as this worker's,
+    and handed to another if this one is lost)."""
     try:
         await instance.OnPostServer()
     except Exception:
         log.exception("wsid=%s OnPostServer() failed", instance.WebSocketID)
+    current_runtime().post_server_ran(instance.WebSocketID, instance._port)

@@ -189,8 +189,9 @@ class SocketPort:
         self._wake()
 
     def server_returned(self) -> None:
-        """Server() is over (returned, raised or cancelled): what it read is handled."""
-        self.acknowledge()
+        """Server() is over (returned, raised or cancelled). Nothing is acknowledged
+        here: a Server() cut off in the middle of a message must leave it to be sent
+        again (the caller acknowledges after a normal return)."""
         self._move(PortStep.RETURNED)
 
     def detach(self) -> bool:

@@ -35,6 +35,7 @@ from gateway.link.events import (
     Adopt,
     Close,
     Data,
+    Done,
     End,
     Ended,
     Event,
@@ -207,6 +208,14 @@ class WorkerRuntime:
         if port is not None:
             port.mark_closed(1000, ended=pending.first)
         return pending.first
+
+    def post_server_ran(self, wsid: str, port: SocketPort | None) -> None:
+        """Tell the socket's gateway that its OnPostServer ran here (``Done``)."""
+        try:
+            link = self.link_for(wsid, port)
+        except SocketGone:
+            return  # its gateway is gone: nobody is waiting for it
+        link.send(Done(wsid))
 
     def forget_port(self, port: SocketPort) -> None:
         """A socket's life on this worker is over."""

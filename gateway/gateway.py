@@ -30,6 +30,7 @@ from gateway.link.events import (
     Ack,
     Close,
     Data,
+    Done,
     End,
     Ended,
     Event,
@@ -163,6 +164,8 @@ class Gateway:
         home = bs.home
         if home is not None:
             bs.leave_home()
+            if bs.ws is not None:  # it opened: its OnPostServer is the worker's to run
+                home.owed[bs.wsid] = bs
             home.send(Close(bs.wsid, bs.close_code, bs.close_reason))
         for link in self.links.all_links():
             if link.private_wsid == bs.wsid:
@@ -345,6 +348,8 @@ class Gateway:
             bs = self.table.get(event.wsid)
             if bs is not None:
                 bs.acknowledged(event.seq)
+        elif isinstance(event, Done):
+            glink.owed.pop(event.wsid, None)
         else:  # the connection's table admits nothing else from a worker
             log.error("link %d: unexpected %s", link.id, type(event).__name__)
 
@@ -432,19 +437,26 @@ class Gateway:
         if bs is None:
             return
         if link is bs.home:
-            bs.leave_home()  # the worker asked: it knows
+            bs.leave_home()  # the worker asked: it knows, and runs OnPostServer
+            if bs.ws is not None:
+                link.owed[bs.wsid] = bs
         bs.close(event.code, event.reason)
 
     def _handle_end(self, link: GatewayLink, event: End) -> None:
+        """EndServer: the first End of a socket closes it, and its caller runs
+        OnPostServer (IRIS); a home worker elsewhere is told it need not."""
         bs = self.table.get(event.wsid)
         first = False
-        home = bs.home if bs is not None else None
-        if bs is not None and home is not None:
+        if bs is not None and bs.phase in (Phase.OPEN, Phase.DETACHED) and (
+                bs.home is not None or bs.phase is Phase.DETACHED):
+            home = bs.home
             first = bs.close(event.code, event.reason)
             if first:
                 bs.leave_home()
-                if home is not link:
+                self.recovery.orphans.pop(bs.wsid, None)  # a detached one: the caller's now
+                if home is not None and home is not link:
                     home.send(Close(bs.wsid, event.code, event.reason, ended=True))
+                link.owed[bs.wsid] = bs
         link.send(Ended(event.request_id, first))
 
 

@@ -13,7 +13,7 @@ import logging
 import random
 import socket
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -21,6 +21,9 @@ from gateway.link.connection import LinkConnection
 from gateway.link.driver import HEARTBEAT_S, Link, LinkHandler, open_link
 from gateway.link.errors import LinkProtocolError, LinkRefused
 from gateway.link.events import Welcome
+
+if TYPE_CHECKING:
+    from gateway.browser import BrowserSocket
 
 __all__ = ["RETRY_MAX_S", "RETRY_MIN_S", "GatewayLink", "LinkPool", "PoolHandler"]
 
@@ -45,6 +48,9 @@ class GatewayLink(Link):
         self.private_wsid: str | None = None
         #: Sockets whose inbound traffic goes over this link (their home link).
         self.sockets: set[str] = set()
+        #: Sockets whose OnPostServer this link's worker owes (until it says Done): if
+        #: the worker is lost first, another runs it.
+        self.owed: dict[str, BrowserSocket] = {}
         #: Set when the link stops taking new sockets: it closed, or became private.
         self.left_pool = trio.Event()
 

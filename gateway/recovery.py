@@ -12,9 +12,11 @@ without the browsers noticing:
   the app server is still there (a worker crashed), 1012 when no link is (the app
   server is restarting).
 * Either way, a socket whose worker is gone without having run its ``OnPostServer``
-  (closed while detached, or private) is an *orphan*: the next worker that can is
+  (closed while detached, private, or closed and its OnPostServer not done yet: the
+  worker says ``Done`` when it has run it) is an *orphan*: the next worker that can is
   sent ``Resume(ended=True)`` and runs that OnPostServer for it (the chat: the user
-  leaves the list), exactly once.
+  leaves the list). A worker lost while running an OnPostServer has it run again
+  elsewhere: an OnPostServer should be idempotent (the chat's is).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class Recovery:
 
     def worker_lost(self, link: GatewayLink) -> None:
         """``link``'s worker is gone: detach its shared sockets, end its private one."""
+        for wsid, owed in link.owed.items():  # closed, its OnPostServer not run yet
+            self.orphans[wsid] = owed
+        link.owed.clear()
         for wsid in list(link.sockets):
             bs = self.gw.table.get(wsid)
             if bs is None:
@@ -119,6 +124,7 @@ class Recovery:
             else:
                 link.send(Resume(bs.wsid, bs.class_name, bs.state, bs.binary, ended=True,
                                  close_code=bs.close_code))
+                link.owed[wsid] = bs  # until its worker says Done
                 self.gw.stats["post_server_handed_over"] += 1
 
     def _resume(self, bs: BrowserSocket, link: GatewayLink) -> None:

@@ -24,6 +24,7 @@ from gateway.link.events import (
     Challenge,
     Close,
     Data,
+    Done,
     End,
     Ended,
     Event,
@@ -135,6 +136,9 @@ def _encode_body(event: Event) -> tuple[FrameType, bytes]:
             w.str8(group, "the group name")
             w.raw(payload)
             return FrameType.WRITE, b"".join(w.parts)
+        case Done(wsid):
+            w.str8(wsid, "the socket id")
+            return FrameType.DONE, b"".join(w.parts)
         case Ack(wsid, seq):
             w.str8(wsid, "the socket id")
             w.u32(seq)
@@ -449,6 +453,8 @@ def decode_body(type_byte: int, body: bytes) -> Event:
             event = Accept(wsid, shared, binary, r.rest(), subprotocol)
         case FrameType.ACK:
             event = Ack(r.str8(), r.u32())
+        case FrameType.DONE:
+            event = Done(r.str8())
         case FrameType.RESUME:
             wsid, class_name = r.str8(), r.str8()
             binary, ended = r.flags(2)

@@ -110,7 +110,7 @@ _OPEN_IN: dict[Role, frozenset[FrameType]] = {
     Role.GATEWAY: frozenset(
         {FrameType.ACCEPT, FrameType.REJECT, FrameType.WRITE, FrameType.CLOSE,
          FrameType.HEARTBEAT, FrameType.END, FrameType.HANDOFF, FrameType.GROUP,
-         FrameType.WRITE_GROUP, FrameType.WRITE_MANY, FrameType.ACK}
+         FrameType.WRITE_GROUP, FrameType.WRITE_MANY, FrameType.ACK, FrameType.DONE}
     ),
     Role.APPSERVER: frozenset(
         {FrameType.OPEN, FrameType.DATA, FrameType.CLOSE, FrameType.HEARTBEAT,

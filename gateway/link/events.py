@@ -31,6 +31,7 @@ __all__ = [
     "Challenge",
     "Close",
     "Data",
+    "Done",
     "End",
     "Ended",
     "Event",
@@ -79,6 +80,7 @@ class FrameType(enum.IntEnum):
     WRITE_MANY = 0x1E
     ACK = 0x1F
     RESUME = 0x20
+    DONE = 0x21
 
 
 class SocketStatus(enum.IntEnum):
@@ -290,6 +292,15 @@ class Adopt:
 
 
 @dataclass(frozen=True, slots=True)
+class Done:
+    """Worker -> gateway: this worker ran the socket's OnPostServer. Until then the
+    gateway counts that duty as the worker's, and hands it to another worker if this
+    one is lost first."""
+
+    wsid: str
+
+
+@dataclass(frozen=True, slots=True)
 class Resume:
     """Gateway -> worker: take over a shared socket whose worker is gone.
 
@@ -353,5 +364,5 @@ class WriteMany:
 Event = (
     Challenge | Hello | Welcome | Refused | Open | Accept | Reject | Data | Write | Close
     | Heartbeat | SocketState | End | Ended | Handoff | Adopt | Group | WriteGroup
-    | WriteMany | Ack | Resume
+    | WriteMany | Ack | Resume | Done
 )
