@@ -43,7 +43,7 @@ from appserver.errors import (
     ReadTimeout,
     WebSocketError,
 )
-from store.sqlite import ChatMessage, ChatStore
+from store.api import ChatMessage
 
 __all__ = ["ChatServer"]
 
@@ -129,8 +129,8 @@ class ChatServer(WebSocket):
         # broadcasts and the user list.
         self.room = ((request.get("room") if request else None) or "default")[:64]
         if self.WebSocketID:
-            joined = await self.store.write(ChatStore.add_connection, self.WebSocketID,
-                                            self.room, mode, self.GWClientAddress)
+            joined = await self.store.add_connection(self.WebSocketID, self.room, mode,
+                                                     self.GWClientAddress)
             last = self._joined_at = joined.last_message
             self._seen_id = min(_since(request.get("since") if request else None, last), last)
             if self.SharedConnection:
@@ -142,7 +142,7 @@ class ChatServer(WebSocket):
                 await self.join_group(self.users_group,
                                       since=max(joined.users_version - 1, 0), latest=True)
         else:
-            await self.store.write(ChatStore.log_error, "no websocketid defined")
+            await self.store.log_error("no websocketid defined")
 
     @property
     def group_name(self) -> str:
@@ -198,11 +198,11 @@ class ChatServer(WebSocket):
     async def _start(self, private: bool) -> None:
         """A new socket's first messages: its Status, the user list, what it missed."""
         if private:  # also when the gateway's Registry forced a shared request private
-            await self.store.write(ChatStore.set_connection_mode, self.WebSocketID, "private")
+            await self.store.set_connection_mode(self.WebSocketID, "private")
         await self.StatusUpdate(self.WebSocketID)
         # Fix: a new socket gets the current user list (the tutorial's page showed an
         # empty ONLINE USERS until somebody's alias changed).
-        version, self._users = await self.store.run(ChatStore.versioned_userlist, self.room)
+        version, self._users = await self.store.versioned_userlist(self.room)
         if self._users:
             text = _json(_userlist(self._users))
             if private:
@@ -216,7 +216,7 @@ class ChatServer(WebSocket):
         """A page that reconnected (``?since=N``) gets the room's messages after N, in
         order, before any new one (the gateway holds the new ones until these are in)."""
         while self._seen_id < self._joined_at:
-            rows = await self.store.run(ChatStore.messages_after, self.room, self._seen_id)
+            rows = await self.store.messages_after(self.room, self._seen_id)
             if not rows:
                 break
             for row in rows:
@@ -226,15 +226,15 @@ class ChatServer(WebSocket):
     async def OnPostServer(self) -> None:
         """The socket is gone (closed, or its worker was lost): the connection and the
         user leave (exactly once, on whichever worker ends the socket)."""
-        await self.store.write(ChatStore.remove_connection, self.WebSocketID)
+        await self.store.remove_connection(self.WebSocketID)
         await self.RemoveUser(self.WebSocketID)
 
     async def _poll(self) -> None:
         """Private mode: deliver what the store gained since the last poll."""
-        for row in await self.store.run(ChatStore.messages_after, self.room, self._seen_id):
+        for row in await self.store.messages_after(self.room, self._seen_id):
             await self.Write(_json(chat_event(row)))
             self._seen_id = row.seq
-        users = await self.store.run(ChatStore.userlist, self.room)
+        users = await self.store.userlist(self.room)
         if users != self._users:
             self._users = users
             await self.Write(_json(_userlist(users)))
@@ -276,9 +276,9 @@ class ChatServer(WebSocket):
             raise BadInput(f"Author must be a name of at most {MAX_ALIAS_CHARS} characters")
         # message_id is the same when a crash makes the message arrive again: the store
         # keeps it once, and the gateway delivers it once (its Id orders the room).
-        stored = await self.store.write(ChatStore.store_message, data, wsid=self.WebSocketID,
-                                        room=self.room, author=author,
-                                        client_id=self.message_id or None)
+        stored = await self.store.store_message(data, wsid=self.WebSocketID, room=self.room,
+                                                author=author,
+                                                client_id=self.message_id or None)
         await self.ProcessMessage(stored.row.id, stored.row)
 
     async def StatusUpdate(self, wsid: str) -> None:
@@ -297,7 +297,7 @@ class ChatServer(WebSocket):
         ``row`` is the stored row when the caller has it, which spares a read.
         """
         if row is None:
-            row = await self.store.run(ChatStore.message, mid)
+            row = await self.store.message(mid)
         if row is not None:
             await self.SendData(chat_event(row), seq=row.seq)
 
@@ -318,7 +318,7 @@ class ChatServer(WebSocket):
             await self.write_group(group, text, seq=seq)
             await self._sweep_stale_connections()
             return
-        for c in await self.store.run(ChatStore.connections, self.room, "shared"):
+        for c in await self.store.connections(self.room, "shared"):
             ws = type(self)()
             try:
                 await ws.OpenServer(c)
@@ -343,23 +343,23 @@ class ChatServer(WebSocket):
         if len(alias) > MAX_ALIAS_CHARS:
             raise BadInput(f"User must be at most {MAX_ALIAS_CHARS} characters")
         # Fix: a rename replaces the old name (the tutorial appended, keeping both).
-        await self.store.write(ChatStore.set_alias, wid, alias.strip(), self.room)
+        await self.store.set_alias(wid, alias.strip(), self.room)
         await self._send_userlist()
 
     async def RemoveUser(self, wsid: str) -> None:
         """Take the user of ``wsid`` off the list and tell the room."""
         # Fix: removed by socket, not the first entry with the same name.
-        removed = await self.store.write(ChatStore.remove_user, wsid)
+        removed = await self.store.remove_user(wsid)
         if removed is not None:
             await self._send_userlist()
 
     async def HandleError(self, conn: str, kind: str) -> None:
         """Record a failed open (and drop that connection) or a failed write."""
         if kind == "open":
-            await self.store.write(ChatStore.log_error, "open failed for", conn, conn)
-            await self.store.write(ChatStore.remove_connection, conn)
+            await self.store.log_error("open failed for", conn, conn)
+            await self.store.remove_connection(conn)
         else:
-            await self.store.write(ChatStore.log_error, "failed to send data to", conn, conn)
+            await self.store.log_error("failed to send data to", conn, conn)
 
     async def BroadCast(self, text: str = "testmessage") -> None:
         """The tutorial's admin helper: a message from ``system`` to the room."""
@@ -375,7 +375,7 @@ class ChatServer(WebSocket):
         if now - _last_sweep.get(key, 0.0) < SWEEP_INTERVAL_S:
             return
         _last_sweep[key] = now
-        for c in await self.store.run(ChatStore.connections, self.room, "shared"):
+        for c in await self.store.connections(self.room, "shared"):
             try:
                 await type(self)().OpenServer(c)
             except PrivateSocket:
@@ -384,10 +384,10 @@ class ChatServer(WebSocket):
                 await self.HandleError(c, "open")
 
     async def _send_userlist(self) -> None:
-        version, users = await self.store.run(ChatStore.versioned_userlist, self.room)
+        version, users = await self.store.versioned_userlist(self.room)
         await self.SendData(_userlist(users), seq=version, group=self.users_group)
 
     async def _refuse(self, why: str) -> None:
         log.info("wsid=%s bad input: %s", self.WebSocketID, why)
-        await self.store.write(ChatStore.log_error, "bad input", why, self.WebSocketID)
+        await self.store.log_error("bad input", why, self.WebSocketID)
         await self.Write(_json({"Type": "Error", "Message": why}))

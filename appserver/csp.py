@@ -38,7 +38,7 @@ from appserver.registry import Lookup, parse_wsid
 
 if TYPE_CHECKING:
     from appserver.port import SocketPort
-    from store.aio import AsyncStore
+    from store.api import Store
 
 __all__ = [
     "DEFAULT_READ_SIZE",
@@ -168,8 +168,8 @@ class WebSocket:
     # --- the store, for server classes that keep state ---------------------------------
 
     @property
-    def store(self) -> AsyncStore:
-        """The app server's store (``await self.store.run(ChatStore.method, ...)``)."""
+    def store(self) -> Store:
+        """The app server's store (:class:`store.api.Store`: SQLite or Redis)."""
         return current_runtime().store
 
     @property

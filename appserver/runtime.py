@@ -48,7 +48,7 @@ from gateway.link.events import (
     WriteGroup,
     WriteMany,
 )
-from store.aio import AsyncStore
+from store.api import Store
 
 __all__ = ["LINK_HIGH_WATER_BYTES", "DetachedReport", "WorkerRuntime"]
 
@@ -78,7 +78,7 @@ class WorkerRuntime:
     """One worker's state; see the module docstring."""
 
     def __init__(
-        self, *, appserver_id: str, classes: Mapping[str, type[WebSocket]], store: AsyncStore,
+        self, *, appserver_id: str, classes: Mapping[str, type[WebSocket]], store: Store,
         settings: Mapping[str, str] | None = None, pid: int | None = None,
         on_detached: DetachedReport | None = None,
     ) -> None:

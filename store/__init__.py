@@ -1,16 +1,18 @@
-"""The store that replaces the tutorial's ``^Chat.*`` globals: SQLite by default."""
+"""The store that replaces the tutorial's ``^Chat.*`` globals: SQLite by default, Redis
+for many nodes (see :mod:`store.api`)."""
 
 from store.aio import AsyncStore
-from store.migrations import MIGRATIONS, apply_migrations
-from store.sqlite import (
+from store.api import (
     ChatMessage,
-    ChatStore,
     Joined,
-    SchemaError,
+    Store,
     Stored,
+    StoreStats,
+    StoreUnavailable,
     Userlist,
-    open_database,
 )
+from store.migrations import MIGRATIONS, apply_migrations
+from store.sqlite import ChatStore, SchemaError, open_database
 
 __all__ = [
     "MIGRATIONS",
@@ -19,6 +21,9 @@ __all__ = [
     "ChatStore",
     "Joined",
     "SchemaError",
+    "Store",
+    "StoreStats",
+    "StoreUnavailable",
     "Stored",
     "Userlist",
     "apply_migrations",

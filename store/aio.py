@@ -19,6 +19,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 
+from store.api import ChatMessage, Joined, Stored, StoreStats, Userlist
 from store.sqlite import ChatStore
 
 __all__ = ["AsyncStore", "StoreStats"]
@@ -37,22 +38,11 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-class StoreStats:
-    """What the store did: commits, the writes they held, and their latency."""
-
-    __slots__ = ("commit_seconds", "commits", "writes")
-
-    def __init__(self) -> None:
-        self.commits = 0
-        self.writes = 0
-        self.commit_seconds = 0.0
-
-
 class AsyncStore:
-    """Runs :class:`ChatStore` methods off the event loop.
+    """The SQLite store for async code: :class:`ChatStore` methods off the event loop.
 
-    ``await store.run(ChatStore.userlist, room)`` for reads,
-    ``await store.write(ChatStore.add_message, raw, room=room)`` for writes.
+    It implements :class:`store.api.Store`; underneath, ``await store.run(method,
+    ...)`` reads and ``await store.write(method, ...)`` writes (group commit).
     """
 
     def __init__(self, store: ChatStore) -> None:
@@ -143,3 +133,70 @@ class AsyncStore:
     def close(self) -> None:
         """Close the underlying store."""
         self.sync.close()
+
+    # --- store.api.Store ------------------------------------------------------------------
+
+    async def add_connection(self, wsid: str, room: str = "default", mode: str = "shared",
+                             gateway: str = "") -> Joined:
+        """See :meth:`store.api.Store.add_connection`."""
+        return await self.write(ChatStore.add_connection, wsid, room, mode, gateway)
+
+    async def remove_connection(self, wsid: str) -> bool:
+        """See :meth:`store.api.Store.remove_connection`."""
+        return await self.write(ChatStore.remove_connection, wsid)
+
+    async def connections(self, room: str | None = None, mode: str | None = None
+                          ) -> list[str]:
+        """See :meth:`store.api.Store.connections`."""
+        return await self.run(ChatStore.connections, room, mode)
+
+    async def set_connection_mode(self, wsid: str, mode: str) -> None:
+        """See :meth:`store.api.Store.set_connection_mode`."""
+        await self.write(ChatStore.set_connection_mode, wsid, mode)
+
+    async def gateway_connections(self, gateway: str) -> list[tuple[str, str]]:
+        """See :meth:`store.api.Store.gateway_connections`."""
+        return await self.run(ChatStore.gateway_connections, gateway)
+
+    async def set_alias(self, wsid: str, alias: str, room: str = "default") -> None:
+        """See :meth:`store.api.Store.set_alias`."""
+        await self.write(ChatStore.set_alias, wsid, alias, room)
+
+    async def remove_user(self, wsid: str) -> str | None:
+        """See :meth:`store.api.Store.remove_user`."""
+        return await self.write(ChatStore.remove_user, wsid)
+
+    async def userlist(self, room: str = "default") -> list[str]:
+        """See :meth:`store.api.Store.userlist`."""
+        return await self.run(ChatStore.userlist, room)
+
+    async def versioned_userlist(self, room: str = "default") -> Userlist:
+        """See :meth:`store.api.Store.versioned_userlist`."""
+        return await self.run(ChatStore.versioned_userlist, room)
+
+    async def store_message(self, raw: str, *, wsid: str = "", room: str = "default",
+                            author: str = "", client_id: str | None = None) -> Stored:
+        """See :meth:`store.api.Store.store_message`."""
+        return await self.write(ChatStore.store_message, raw, wsid=wsid, room=room,
+                                author=author, client_id=client_id)
+
+    async def message(self, mid: int) -> ChatMessage | None:
+        """See :meth:`store.api.Store.message`."""
+        return await self.run(ChatStore.message, mid)
+
+    async def messages_after(self, room: str, after_seq: int, limit: int = 1000
+                             ) -> list[ChatMessage]:
+        """See :meth:`store.api.Store.messages_after`."""
+        return await self.run(ChatStore.messages_after, room, after_seq, limit)
+
+    async def last_message_id(self, room: str) -> int:
+        """See :meth:`store.api.Store.last_message_id`."""
+        return await self.run(ChatStore.last_message_id, room)
+
+    async def log_error(self, kind: str, detail: str = "", wsid: str = "") -> int:
+        """See :meth:`store.api.Store.log_error`."""
+        return await self.write(ChatStore.log_error, kind, detail, wsid)
+
+    async def errors(self) -> list[dict[str, object]]:
+        """See :meth:`store.api.Store.errors`."""
+        return await self.run(ChatStore.errors)

@@ -13,61 +13,17 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
+from store.api import ChatMessage, Joined, Stored, Userlist
 from store.migrations import MIGRATIONS, apply_migrations, schema_version
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-__all__ = [
-    "BUSY_TIMEOUT_MS",
-    "ChatMessage",
-    "ChatStore",
-    "Joined",
-    "SchemaError",
-    "Stored",
-    "Userlist",
-    "open_database",
-]
+__all__ = ["BUSY_TIMEOUT_MS", "ChatStore", "SchemaError", "open_database"]
 
 BUSY_TIMEOUT_MS = 10_000
-
-
-class ChatMessage(NamedTuple):
-    """One row of ``^Chat.Messages``: the raw inbound text and when it was stored.
-
-    ``id`` counts every message (``$INCREMENT``); ``seq`` counts the room's (1, 2, ...).
-    """
-
-    id: int
-    raw: str
-    room: str
-    sent: str
-    seq: int
-
-
-class Joined(NamedTuple):
-    """What a socket has seen of its room when it joins: the room's last message and
-    the version of its user list."""
-
-    last_message: int
-    users_version: int
-
-
-class Userlist(NamedTuple):
-    """A room's user list (aliases in join order) and its version."""
-
-    version: int
-    users: list[str]
-
-
-class Stored(NamedTuple):
-    """What :meth:`ChatStore.store_message` did: the row, and whether it was there
-    already (the same client message, delivered again after a crash)."""
-
-    row: ChatMessage
-    duplicate: bool
 
 
 _MESSAGE_COLUMNS = "id, raw, room, sent, seq"
@@ -179,6 +135,12 @@ class ChatStore:
     def set_connection_mode(self, wsid: str, mode: str) -> None:
         """Record the mode a connection finally runs in."""
         self._write("UPDATE connections SET mode = ? WHERE wsid = ?", (mode, wsid))
+
+    def gateway_connections(self, gateway: str) -> list[tuple[str, str]]:
+        """The (wsid, room) of every connection held by ``gateway``."""
+        rows = self.db.execute("SELECT wsid, room FROM connections WHERE gateway = ? "
+                               "ORDER BY wsid", (gateway,))
+        return [(str(w), str(r)) for w, r in rows.fetchall()]
 
     # ^Chat.Users
     def set_alias(self, wsid: str, alias: str, room: str = "default") -> None:
