@@ -6,7 +6,8 @@
   (not a browser) is let in. RFC 6455 section 10.2.
 * **Sockets**: at most ``--max-sockets`` at once; over it, 503.
 * **Connection rate**: each client address may open ``--max-connect-rate`` new
-  connections per second (a token bucket holding one second's worth); over it, 429.
+  connections per second (a token bucket holding one second's worth, at least one);
+  over it, 429 (over TLS the connection is closed instead: no handshake is spent).
 
 Each check answers a :class:`~gateway.handshake.Rejection`-like (status, text) pair or
 None, and counts what it refused.
@@ -48,8 +49,11 @@ class ConnectRate:
         """Take one token for a new connection from ``address``; False if none is left."""
         if self.per_second <= 0:
             return True
-        tokens, then = self._buckets.get(address, (self.per_second, now))
-        tokens = min(self.per_second, tokens + (now - then) * self.per_second)
+        # The bucket holds a second's worth, and at least one connection (a rate
+        # below one a second still admits one, then one every 1/rate seconds).
+        capacity = max(1.0, self.per_second)
+        tokens, then = self._buckets.get(address, (capacity, now))
+        tokens = min(capacity, tokens + (now - then) * self.per_second)
         if tokens < 1:
             self._buckets[address] = (tokens, now)
             return False
@@ -60,6 +64,6 @@ class ConnectRate:
 
     def _forget_full(self, now: float) -> None:
         """Forget the buckets that have refilled (their addresses have been quiet)."""
-        quiet = 1.0  # a bucket refills within a second
+        quiet = max(1.0, 1.0 / self.per_second)  # a bucket refills within this
         self._buckets = {a: (t, then) for a, (t, then) in self._buckets.items()
                          if now - then < quiet}

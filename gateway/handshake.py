@@ -99,6 +99,9 @@ async def _handshake(
         reply = await _move_to_dedicated(gw, bs, opening, reply, deadline)
     if not isinstance(reply, Accept):
         return reply if isinstance(reply, Rejection) else _refusal(gw, bs, reply)
+    if reply.subprotocol and reply.subprotocol not in upgrade.subprotocols:
+        return Rejection(502, "The app server chose a subprotocol the browser did not "
+                              "offer.")
     # extensions=[]: no permessage-deflate, so one encoded frame serves every socket.
     response = handshake.send(AcceptConnection(subprotocol=reply.subprotocol or None,
                                                extensions=[]))

@@ -48,7 +48,13 @@ def _header(request: h11.Request, name: bytes) -> str:
 async def serve_connection(gw: Gateway, sock: socket.socket, client_host: str) -> None:
     """Serve one browser TCP connection until it closes."""
     timeout = gw.config.handshake_timeout_s
+    admitted = gw.connect_rate.admit(client_host, trio.current_time())
     if isinstance(sock, ssl.SSLSocket):
+        if not admitted:  # no TLS handshake is spent on a connection over the rate
+            gw.stats["connections_rate_limited"] += 1
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+            return
         with trio.move_on_after(timeout) as waited:
             try:
                 await tls_handshake(sock)
@@ -60,7 +66,7 @@ async def serve_connection(gw: Gateway, sock: socket.socket, client_host: str) -
             trio.lowlevel.notify_closing(sock)
             sock.close()
             return
-    if not gw.connect_rate.admit(client_host, trio.current_time()):
+    if not admitted:
         gw.stats["connections_rate_limited"] += 1
         refusal = Response.text(429, f"too many new connections from {client_host} "
                                      f"(at most {gw.config.max_connect_rate:g} a second); "

@@ -151,6 +151,12 @@ async def _read_request(
         return None
     if not isinstance(event, h11.Request):
         raise h11.RemoteProtocolError("expected a request", error_status_hint=400)
+    # h11 bounds a head only while it is incomplete; one that arrived whole in one read
+    # is measured here, so the limit does not depend on how the bytes came.
+    head = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+    if head > MAX_HEADER_BYTES:
+        raise h11.RemoteProtocolError("request header fields too large",
+                                      error_status_hint=431)
     received = 0
     while True:
         part = await _next_event(conn, sock)

@@ -106,9 +106,6 @@ async def test_max_connect_rate_answers_a_burst_from_one_address_with_429(
     assert limited == statuses.count(429)
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: a --max-connect-rate below 1 fills "
-                   "each address's bucket to less than one token (gateway/admission.py, "
-                   "ConnectRate.admit), so every connection gets 429")
 async def test_a_connect_rate_below_one_a_second_still_admits_a_first_connection(
     start_bare: StartBare,
 ) -> None:
@@ -207,10 +204,6 @@ async def test_a_bad_request_is_refused_and_the_others_chat_on(
             assert await _sockets(system) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: gateway/link/httpserver.py gives h11 "
-                   "max_incomplete_event_size=MAX_HEADER_BYTES (16 KiB), which bounds only "
-                   "a head still incomplete after a read: a larger head that arrives in "
-                   "one read (up to RECV_BYTES, 64 KiB) is served")
 async def test_a_request_head_over_16_kib_gets_431_however_it_arrives(
     start_run: StartRun,
 ) -> None:
