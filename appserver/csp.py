@@ -35,6 +35,7 @@ from appserver.context import current_runtime
 from appserver.errors import NotBound, OpenServerError, PrivateSocket
 from appserver.port import PortPhase
 from appserver.registry import Lookup, parse_wsid
+from store.api import StoreUnavailable
 
 if TYPE_CHECKING:
     from appserver.port import SocketPort
@@ -378,12 +379,27 @@ class WebSocket:
                 "worker; Read works on the worker that serves the socket")
 
 
-async def run_post_server(instance: WebSocket) -> None:
-    """Run ``instance.OnPostServer()``, logging (never raising) what it raises, then
-    tell the socket's gateway it ran (until then the duty is counted as this worker's,
-    and handed to another if this one is lost)."""
+async def run_post_server(instance: WebSocket) -> bool:
+    """Run ``instance.OnPostServer()`` once per socket, logging (never raising) what it
+    raises; False if it ran elsewhere already.
+
+    The store's registry is claimed first, so that a worker and a sweep (or two
+    workers) never both run it; then the socket's gateway is told it ran (until then
+    the gateway counts the duty as this worker's, and hands it on if this one is lost).
+    """
+    runtime = current_runtime()
+    wsid = instance.WebSocketID
     try:
-        await instance.OnPostServer()
-    except Exception:
-        log.exception("wsid=%s OnPostServer() failed", instance.WebSocketID)
-    current_runtime().post_server_ran(instance.WebSocketID, instance._port)
+        claimed = await runtime.store.claim_socket(wsid)
+    except StoreUnavailable as exc:
+        log.warning("wsid=%s: cannot claim its OnPostServer (%s): running it", wsid, exc)
+        claimed = True
+    if claimed:
+        try:
+            await instance.OnPostServer()
+        except Exception:
+            log.exception("wsid=%s OnPostServer() failed", wsid)
+    else:
+        log.info("wsid=%s: its OnPostServer ran elsewhere already", wsid)
+    runtime.post_server_ran(wsid, instance._port)
+    return claimed

@@ -35,6 +35,7 @@ from appserver.errors import ClientClosed, HandshakeRejected, WebSocketError
 from appserver.port import SocketPort
 from gateway.link.driver import Link
 from gateway.link.events import Accept, Adopt, Close, Handoff, Open, Reject, Resume
+from store.api import StoreUnavailable
 
 if TYPE_CHECKING:
     from appserver.runtime import WorkerRuntime
@@ -46,6 +47,7 @@ __all__ = [
     "finish_orphan",
     "resume_socket",
     "run_server",
+    "serve_resumed",
     "serve_socket",
     "stop_serving",
 ]
@@ -120,8 +122,10 @@ async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
         _hand_off(runtime, link, port)
         return
     port.accepted(shared)
-    link.send(Accept(event.wsid, shared, bool(instance.BinaryData), instance.encoded_state(),
+    state = instance.encoded_state()
+    link.send(Accept(event.wsid, shared, bool(instance.BinaryData), state,
                      instance.subprotocol))
+    _register(runtime, port, state)
     log.debug("wsid=%s accepted (%s) by %s", event.wsid, "shared" if shared else "private",
               type(instance).__name__)
     if shared:
@@ -166,9 +170,26 @@ async def adopt_socket(runtime: WorkerRuntime, link: Link, event: Adopt) -> None
         return
     instance.fix_mode()
     port.accepted(False)
-    link.send(Accept(event.open.wsid, False, bool(instance.BinaryData),
-                     instance.encoded_state(), instance.subprotocol))
+    state = instance.encoded_state()
+    link.send(Accept(event.open.wsid, False, bool(instance.BinaryData), state,
+                     instance.subprotocol))
+    _register(runtime, port, state)
     await run_server(runtime, port)
+
+
+def _register(runtime: WorkerRuntime, port: SocketPort, state: bytes) -> None:
+    """Put an accepted socket in the store's registry, in the background (the handshake
+    does not wait for it; only a gateway dying within it would miss it)."""
+
+    async def register() -> None:
+        try:
+            await runtime.store.register_socket(port.wsid, port.link.gateway_id,
+                                                type(port.instance).csp_name(),
+                                                state.decode())
+        except StoreUnavailable as exc:
+            log.warning("wsid=%s not in the registry: %s", port.wsid, exc)
+
+    runtime.nursery.start_soon(register)
 
 
 def _restored(runtime: WorkerRuntime, gateway_id: str, wsid: str, class_name: str,
@@ -210,15 +231,34 @@ def resume_socket(runtime: WorkerRuntime, link: Link, event: Resume) -> SocketPo
 
 
 async def finish_orphan(runtime: WorkerRuntime, gateway_id: str, wsid: str, class_name: str,
-                        state: bytes | str) -> None:
+                        state: bytes | str) -> bool:
     """Run the OnPostServer of a socket whose worker (or gateway) went without running
-    it (a gateway hands it over with ``Resume(ended=True)``; the supervisor, for a
-    gateway that vanished)."""
+    it (a gateway hands it over with ``Resume(ended=True)``; a sweep, for a gateway
+    whose lease lapsed); False if it was claimed elsewhere already."""
     instance = _restored(runtime, gateway_id, wsid, class_name, state)
     if instance is None:
-        return
+        return False
     log.info("wsid=%s: running its OnPostServer for the worker that is gone", wsid)
-    await run_post_server(instance)
+    return await run_post_server(instance)
+
+
+async def serve_resumed(runtime: WorkerRuntime, port: SocketPort) -> None:
+    """Run a resumed socket's Server(), unless its session ended meanwhile (its
+    OnPostServer was claimed: a sweep found its gateway gone): then close it."""
+    try:
+        ended = await runtime.store.socket_claimed(port.wsid)
+    except StoreUnavailable:
+        ended = False  # it lives on: a sweep that finds it later claims it first
+    if not ended:
+        await run_server(runtime, port)
+        return
+    log.info("wsid=%s: its session ended while its gateway was away: closing it", port.wsid)
+    port.link.send(Close(port.wsid, 1001, "the session ended while the gateway was away"))
+    runtime.registry.mark_closed(port.wsid)
+    port.mark_closed(1001, ended=True)
+    port.server_returned()
+    runtime.forget_port(port)
+    runtime.post_server_ran(port.wsid, port)
 
 
 async def run_server(runtime: WorkerRuntime, port: SocketPort) -> None:

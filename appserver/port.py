@@ -93,7 +93,7 @@ TRANSITIONS: dict[tuple[PortPhase, PortStep], PortPhase] = {
 #: Phases in which the browser socket is open.
 _OPEN = frozenset({PortPhase.PREPARING, PortPhase.SERVING, PortPhase.WAITING})
 
-PostServer = Callable[["WebSocket"], Awaitable[None]]
+PostServer = Callable[["WebSocket"], Awaitable[object]]
 
 
 class SocketPort:

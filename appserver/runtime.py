@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import trio
 
@@ -23,7 +23,7 @@ from appserver.lifecycle import (
     after_server,
     finish_orphan,
     resume_socket,
-    run_server,
+    serve_resumed,
     serve_socket,
 )
 from appserver.port import SocketPort
@@ -50,17 +50,12 @@ from gateway.link.events import (
 )
 from store.api import Store
 
-__all__ = ["LINK_HIGH_WATER_BYTES", "DetachedReport", "WorkerRuntime"]
+__all__ = ["LINK_HIGH_WATER_BYTES", "WorkerRuntime"]
 
 log = logging.getLogger(__name__)
 
 #: Bytes queued towards the gateway above which ``Write`` waits for the link to drain.
 LINK_HIGH_WATER_BYTES = 4 * 1024 * 1024
-
-
-#: Told which sockets went with a gateway link: (gateway id, [(wsid, class, state)],
-#: the lost link's id).
-DetachedReport = Callable[[str, list[tuple[str, str, str]], int], None]
 
 
 class _PendingEnd:
@@ -80,7 +75,7 @@ class WorkerRuntime:
     def __init__(
         self, *, appserver_id: str, classes: Mapping[str, type[WebSocket]], store: Store,
         settings: Mapping[str, str] | None = None, pid: int | None = None,
-        on_detached: DetachedReport | None = None,
+        node_ttl_s: float = 15.0,
     ) -> None:
         #: The worker's process id (tests that run several workers in one process give
         #: each its own number).
@@ -96,9 +91,8 @@ class WorkerRuntime:
         self._request_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._port_gone = trio.Event()
-        #: Told of the sockets a lost link leaves behind (the supervisor, which runs
-        #: their OnPostServer if their gateway does not come back).
-        self.on_detached = on_detached
+        #: A gateway not renewed for this long counts as gone (appserver/leases.py).
+        self.node_ttl_s = node_ttl_s
         #: The worker is stopping: it takes no new socket, and its sockets stay open at
         #: their gateways, which resume them elsewhere.
         self.stopping = False
@@ -276,25 +270,14 @@ class WorkerRuntime:
         """The gateway link closed: its open sockets are detached (the gateway, if it
         lives, resumes them on another worker), and pending EndServers end."""
         self.links.pop(link.id, None)
-        detached: list[tuple[str, str, str]] = []
         for port in list(self.ports.values()):
-            if port.link is link and port.detach():
-                instance = port.instance
-                detached.append((port.wsid, type(instance).csp_name(),
-                                 instance.encoded_state().decode()))
-                if not port.serving:
-                    self.forget_port(port)
+            # The registry keeps the socket: its gateway resumes it elsewhere, or, if
+            # the gateway is gone, its lease lapses and a sweep runs its OnPostServer.
+            if port.link is link and port.detach() and not port.serving:
+                self.forget_port(port)
         for pending in self._ends.values():
             if pending.link is link:
                 pending.done.set()
-        if detached and self.on_detached is not None and not self.stopping:
-            self.on_detached(link.gateway_id, detached, link.id)
-
-    async def finish_left_behind(self, gateway_id: str,
-                                 sockets: list[tuple[str, str, str]]) -> None:
-        """Run the OnPostServer of sockets a vanished gateway left behind."""
-        for wsid, class_name, state in sockets:
-            await finish_orphan(self, gateway_id, wsid, class_name, state)
 
     def _handle_resume(self, link: Link, event: Resume) -> None:
         if self.stopping:
@@ -306,7 +289,7 @@ class WorkerRuntime:
         # The port exists before the unacknowledged messages that follow the Resume.
         port = resume_socket(self, link, event)
         if port is not None:
-            self.nursery.start_soon(run_server, self, port)
+            self.nursery.start_soon(serve_resumed, self, port)
 
     def _handle_data(self, event: Data) -> None:
         port = self.ports.get(event.wsid)

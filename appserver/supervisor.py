@@ -27,8 +27,6 @@ from typing import Any, Protocol
 import trio
 
 from appserver.config import AppServerConfig
-from appserver.control import in_packets
-from appserver.gateways import GatewayWatch
 from appserver.metrics import metrics_registry, serve_metrics
 from gateway.link.connection import LinkConnection
 from gateway.link.driver import HANDSHAKE_TIMEOUT_S, accept_link
@@ -121,8 +119,7 @@ class Supervisor:
         self.departed: dict[str, float] = {}
         self._link_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
-        #: Which gateways are linked, and what a vanished one left behind.
-        self.gateways = GatewayWatch(config.node_ttl_s)
+
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -138,6 +135,7 @@ class Supervisor:
             "appserver_id": self.config.appserver_id,
             "log_level": self.config.log_level,
             "link_heartbeat_s": self.config.link_heartbeat_s,
+            "node_ttl_s": self.config.node_ttl_s,
         })
 
     async def serve_metrics(
@@ -175,7 +173,6 @@ class Supervisor:
                         for _ in range(self.config.workers):
                             starting.start_soon(self.spawn)
                     nursery.start_soon(self._retire_idle)
-                    nursery.start_soon(self._finish_gone_gateways)
                     task_status.started(listener.getsockname()[:2])
                     await self._accept(listener, nursery)
                 finally:
@@ -248,8 +245,7 @@ class Supervisor:
             worker.alive = False
             worker.ready.set()
             worker.ctrl.close()
-            for link_id in worker.links:
-                self.gateways.link_closed(link_id, trio.current_time())
+
         self.workers.pop(worker.pid, None)
         for key, value in worker.stats.items():
             self.departed[key] = self.departed.get(key, 0) + value
@@ -282,31 +278,9 @@ class Supervisor:
                 worker.stats = {k: v for k, v in event.items() if k != "event"}
             elif event.get("event") == "link-closed":
                 worker.links.discard(int(event["link"]))
-                self.gateways.link_closed(int(event["link"]), trio.current_time())
                 if not worker.links:
                     worker.idle_since = trio.current_time()
-            elif event.get("event") == "detached":
-                self.gateways.left_behind(
-                    str(event["gateway"]), [(str(w), str(c), str(s))
-                                            for w, c, s in event["sockets"]],
-                    int(event["link"]))
 
-    async def _finish_gone_gateways(self) -> None:
-        """Hand the sockets of gateways gone for --node-ttl to a live worker, which runs
-        their OnPostServer (see appserver.gateways)."""
-        while True:
-            await trio.sleep(min(1.0, self.config.node_ttl_s / 4))
-            for gateway, sockets in self.gateways.due(trio.current_time()):
-                worker = next((w for w in self.workers.values()
-                               if w.alive and w.ready.is_set()), None)
-                if worker is None:
-                    self.gateways.left_behind(gateway, sockets, 0)  # try again later
-                    continue
-                log.warning("gateway %s unlinked for %.0f s: running OnPostServer of the "
-                            "%d sockets it left, on worker pid %d", gateway,
-                            self.config.node_ttl_s, len(sockets), worker.pid)
-                for packet in in_packets(list(sockets)):
-                    worker.command({"cmd": "finish", "gateway": gateway, "sockets": packet})
 
     async def _retire_idle(self) -> None:
         while True:
@@ -399,7 +373,6 @@ class Supervisor:
             out.push(conn.refuse(busy, busy=True))
             await out.drain()
             return
-        self.gateways.link_opened(link_id, conn.gateway_id)
         out.push(conn.send(Welcome(link_id, worker.pid, self.config.appserver_id,
                                    self.class_names)))
         await out.drain()
@@ -409,7 +382,6 @@ class Supervisor:
                             "leftover": leftover}, (sock.fileno(),))
         except OSError as exc:
             worker.links.discard(link_id)
-            self.gateways.link_closed(link_id, trio.current_time())
             log.error("could not hand link %d to worker pid %d: %s", link_id, worker.pid, exc)
             return
         log.info("link %d from gateway %s (%s) -> worker pid %d", link_id, conn.gateway_id,

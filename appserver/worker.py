@@ -28,7 +28,8 @@ import trio
 
 from appserver.classes import load_classes
 from appserver.context import install_runtime
-from appserver.control import in_packets, send_control
+from appserver.control import send_control
+from appserver.leases import NODE_TTL_S, keep_leases, renew_now
 from appserver.lifecycle import SHUTDOWN_GRACE_S, stop_serving
 from appserver.runtime import WorkerRuntime
 from gateway.link.connection import LinkConnection, Role
@@ -66,6 +67,7 @@ def _adopt_link(runtime: WorkerRuntime, command: dict[str, Any], fd: int,
         conn.receive_data(leftover)
     link = Link(sock, conn, worker_pid=runtime.pid, heartbeat_s=heartbeat_s)
     runtime.link_up(link)
+    runtime.nursery.start_soon(renew_now, runtime, link.gateway_id)
     log.info("link %d from gateway %s adopted", link.id, link.gateway_id)
     return link
 
@@ -89,9 +91,6 @@ async def _control_loop(runtime: WorkerRuntime, ctrl: socket.socket,
         if command.get("cmd") == "link" and len(fds) == 1:
             link = _adopt_link(runtime, command, fds[0], heartbeat_s)
             nursery.start_soon(_run_link, runtime, link, ctrl)
-        elif command.get("cmd") == "finish" and not fds:
-            sockets = [(str(w), str(c), str(s)) for w, c, s in command["sockets"]]
-            nursery.start_soon(runtime.finish_left_behind, str(command["gateway"]), sockets)
         else:
             for fd in fds:
                 os.close(fd)
@@ -127,6 +126,7 @@ async def _serve(runtime: WorkerRuntime, ctrl: socket.socket,
         if stop_requests is not None:
             nursery.start_soon(stop_when_asked, stop_requests)
         nursery.start_soon(_report_stats, runtime, ctrl)
+        nursery.start_soon(keep_leases, runtime)
         task_status.started(runtime)
         send_control(ctrl, {"event": "ready", "pid": runtime.pid})
         await _control_loop(runtime, ctrl, nursery, heartbeat_s)
@@ -146,16 +146,10 @@ async def run_worker(
     in-process, each with its own ``pid``.
     """
     store = AsyncStore(ChatStore.open(config["db"], migrate=False))
-
-    def report_detached(gateway: str, sockets: list[tuple[str, str, str]], link: int) -> None:
-        for packet in in_packets(list(sockets)):
-            send_control(ctrl, {"event": "detached", "gateway": gateway, "link": link,
-                                "sockets": packet})
-
     runtime = WorkerRuntime(
         appserver_id=config["appserver_id"], classes=load_classes(config.get("apps", [])),
         store=store, settings=config.get("settings", {}), pid=pid,
-        on_detached=report_detached,
+        node_ttl_s=float(config.get("node_ttl_s", NODE_TTL_S)),
     )
     install_runtime(runtime)
     try:

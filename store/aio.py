@@ -193,6 +193,31 @@ class AsyncStore:
         """See :meth:`store.api.Store.last_message_id`."""
         return await self.run(ChatStore.last_message_id, room)
 
+    async def register_socket(self, wsid: str, gateway: str, class_name: str,
+                              state: str) -> None:
+        """See :meth:`store.api.Store.register_socket`."""
+        await self.write(ChatStore.register_socket, wsid, gateway, class_name, state)
+
+    async def claim_socket(self, wsid: str) -> bool:
+        """See :meth:`store.api.Store.claim_socket`."""
+        return await self.write(ChatStore.claim_socket, wsid)
+
+    async def socket_claimed(self, wsid: str) -> bool:
+        """See :meth:`store.api.Store.socket_claimed`."""
+        return await self.run(ChatStore.socket_claimed, wsid)
+
+    async def renew_gateways(self, gateways: list[str], ttl_s: float) -> None:
+        """See :meth:`store.api.Store.renew_gateways`."""
+        await self.write(ChatStore.renew_gateways, gateways, ttl_s)
+
+    async def lapsed_sockets(self, limit: int = 1000) -> list[tuple[str, str, str, str]]:
+        """See :meth:`store.api.Store.lapsed_sockets`."""
+        return await self.run(ChatStore.lapsed_sockets, limit)
+
+    async def forget_finished(self, older_than_s: float) -> int:
+        """See :meth:`store.api.Store.forget_finished`."""
+        return await self.write(ChatStore.forget_finished, older_than_s)
+
     async def log_error(self, kind: str, detail: str = "", wsid: str = "") -> int:
         """See :meth:`store.api.Store.log_error`."""
         return await self.write(ChatStore.log_error, kind, detail, wsid)

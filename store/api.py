@@ -9,9 +9,12 @@ writes are committed before they return. An engine that cannot be reached raises
 loss.
 
 The tables (SQLite) or keys (Redis) replace the tutorial's ``^Chat.*`` globals: the
-registry of sockets with their owning gateway (``^Chat.WebSocketConnections``), users
+chat's connections with their owning gateway (``^Chat.WebSocketConnections``), users
 per room (``^Chat.Users``), messages with increasing ids and one sequence per room
-(``^Chat.Messages``), and errors (``^Chat.Errors``).
+(``^Chat.Messages``), and errors (``^Chat.Errors``). Beside them, the framework's own
+socket registry (IRIS: ``^CacheTemp.cspWebSockets("SERVER")``): every open socket with
+its gateway, class and state, whose OnPostServer is claimed exactly once, and gateway
+leases, so that the sockets of a gateway that vanished get their OnPostServer.
 """
 
 from __future__ import annotations
@@ -129,6 +132,25 @@ class Store(Protocol):
 
     async def last_message_id(self, room: str) -> int:
         """The number of a room's last message (0: none)."""
+
+    async def register_socket(self, wsid: str, gateway: str, class_name: str,
+                              state: str) -> None:
+        """Record an open socket in the registry, with its class and state (JSON)."""
+
+    async def claim_socket(self, wsid: str) -> bool:
+        """Claim a socket's OnPostServer: True exactly once per socket."""
+
+    async def socket_claimed(self, wsid: str) -> bool:
+        """Whether a socket's OnPostServer was claimed already."""
+
+    async def renew_gateways(self, gateways: list[str], ttl_s: float) -> None:
+        """Extend the leases of gateways a worker is linked to."""
+
+    async def lapsed_sockets(self, limit: int = 1000) -> list[tuple[str, str, str, str]]:
+        """Open sockets whose gateway's lease lapsed: (wsid, gateway, class, state)."""
+
+    async def forget_finished(self, older_than_s: float) -> int:
+        """Delete finished sockets of the registry older than ``older_than_s``."""
 
     async def log_error(self, kind: str, detail: str = "", wsid: str = "") -> int:
         """Record an error; its id."""

@@ -15,7 +15,11 @@ after deletes. Migration 2 numbers each room's messages (``seq`` 1, 2, ... per r
 the id of the client message it came from (``client_id``, unique: the same message
 delivered twice after a crash is stored once). Migration 3 versions each room's user
 list (``rooms.users_version``), so that a socket never shows an older list after a newer
-one, whichever worker sent which.
+one, whichever worker sent which. Migration 4 is the framework's own registry: every
+open socket with its gateway, class and state (``sockets``), whose OnPostServer is
+*claimed* exactly once (``finished``), and the gateways' leases (``gateways``), which
+the workers linked to a gateway renew: the sockets of a gateway whose lease lapsed
+get their OnPostServer run by whichever worker sweeps first.
 """
 
 from __future__ import annotations
@@ -82,6 +86,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         """CREATE TABLE rooms (
             room TEXT PRIMARY KEY,
             users_version INTEGER NOT NULL DEFAULT 0
+        )""",
+    )),
+    Migration(4, "the socket registry, and gateway leases", (
+        """CREATE TABLE sockets (
+            wsid TEXT PRIMARY KEY,
+            gateway TEXT NOT NULL DEFAULT '',
+            class_name TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL DEFAULT '',
+            finished INTEGER NOT NULL DEFAULT 0,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX sockets_open ON sockets (finished, gateway)",
+        """CREATE TABLE gateways (
+            id TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL
         )""",
     )),
 )

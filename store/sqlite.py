@@ -243,6 +243,49 @@ class ChatStore:
                                   (room,)).fetchone()
         return int(row[0] or 0)
 
+    # The socket registry (the framework's; IRIS: ^CacheTemp.cspWebSockets("SERVER"))
+    def register_socket(self, wsid: str, gateway: str, class_name: str, state: str) -> None:
+        """Record an open socket (a socket claimed already stays finished)."""
+        self._write("INSERT OR IGNORE INTO sockets (wsid, gateway, class_name, state, at) "
+                    "VALUES (?, ?, ?, ?, ?)", (wsid, gateway, class_name, state, time.time()))
+
+    def claim_socket(self, wsid: str) -> bool:
+        """Claim a socket's OnPostServer: True exactly once per socket (registered or
+        not), False ever after."""
+        cursor = self._write(
+            "INSERT INTO sockets (wsid, finished, at) VALUES (?, 1, ?) ON CONFLICT (wsid) "
+            "DO UPDATE SET finished = 1, at = excluded.at WHERE finished = 0",
+            (wsid, time.time()))
+        return cursor.rowcount == 1
+
+    def socket_claimed(self, wsid: str) -> bool:
+        """Whether a socket's OnPostServer was claimed (it ended, or was swept)."""
+        row = self.db.execute("SELECT finished FROM sockets WHERE wsid = ?",
+                              (wsid,)).fetchone()
+        return bool(row and row[0])
+
+    def renew_gateways(self, gateways: list[str], ttl_s: float) -> None:
+        """The gateways are alive (a worker is linked to each): extend their leases."""
+        expires = time.time() + ttl_s
+        for gateway in gateways:
+            self._write("INSERT INTO gateways (id, expires_at) VALUES (?, ?) ON CONFLICT (id) "
+                        "DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                        (gateway, expires))
+
+    def lapsed_sockets(self, limit: int = 1000) -> list[tuple[str, str, str, str]]:
+        """Open sockets whose gateway's lease lapsed: (wsid, gateway, class, state)."""
+        rows = self.db.execute(
+            "SELECT s.wsid, s.gateway, s.class_name, s.state FROM sockets AS s "
+            "JOIN gateways AS g ON g.id = s.gateway "
+            "WHERE s.finished = 0 AND g.expires_at < ? LIMIT ?",
+            (time.time(), limit))
+        return [(str(w), str(g), str(c), str(st)) for w, g, c, st in rows.fetchall()]
+
+    def forget_finished(self, older_than_s: float) -> int:
+        """Delete the registry's finished sockets older than ``older_than_s``."""
+        return self._write("DELETE FROM sockets WHERE finished = 1 AND at < ?",
+                           (time.time() - older_than_s,)).rowcount
+
     # ^Chat.Errors
     def log_error(self, kind: str, detail: str = "", wsid: str = "") -> int:
         """``set ^Chat.Errors($INCREMENT(^Chat.Errors), ...)``; return the error's id."""

@@ -183,6 +183,14 @@ def chats(client: ChatClient) -> list[tuple[int, str]]:
     return [(m["Id"], m["Message"]) for m in client.of_type("Chat")]
 
 
+def registry_finished(h: Harness, wsid: str) -> int | None:
+    """The socket's row in the store's registry: 1 finished (its OnPostServer claimed),
+    0 open, None not there."""
+    with sqlite3.connect(h.db) as db:
+        row = db.execute("SELECT finished FROM sockets WHERE wsid = ?", (wsid,)).fetchone()
+    return None if row is None else int(row[0])
+
+
 async def settle() -> None:
     """Every task is idle: whatever was going to run has run."""
     await trio.testing.wait_all_tasks_blocked(cushion=0.05)
@@ -190,8 +198,8 @@ async def settle() -> None:
 
 @pytest.fixture
 def node_ttl(monkeypatch: pytest.MonkeyPatch) -> float:
-    """The harness's supervisor counts a gateway gone after NODE_TTL_S without a link
-    (``running`` has no parameter for the app server's node_ttl_s)."""
+    """The harness's workers count a gateway gone after NODE_TTL_S without a lease
+    renewed (``running`` has no parameter for the app server's node_ttl_s)."""
 
     def supervisor(config: AppServerConfig, *args: Any, **kwargs: Any) -> Supervisor:
         return Supervisor(replace(config, node_ttl_s=NODE_TTL_S), *args, **kwargs)
@@ -446,9 +454,9 @@ async def test_shared_socket_closed_while_detached_finishes_once(tmp_path: Path)
                 assert client.wsid in h.gateway.recovery.orphans
             await h.wait_for(lambda: bool(events(tmp_path, "post", client.wsid)))
             await h.settled(client.wsid)
-            await h.wait_for(lambda: h.supervisor.gateways.waiting == 0)
             await settle()
             assert len(events(tmp_path, "post", client.wsid)) == 1
+            assert registry_finished(h, client.wsid) == 1
             assert h.gateway.stats["post_server_handed_over"] == 1
             assert h.gateway.recovery.orphans == {}
 
@@ -456,31 +464,27 @@ async def test_shared_socket_closed_while_detached_finishes_once(tmp_path: Path)
 # --- the worker's side, and gateways that never come back -------------------------------
 
 
-async def test_worker_detaches_and_reports_the_sockets_of_a_lost_link(tmp_path: Path) -> None:
+async def test_worker_detaches_the_sockets_of_a_lost_link(tmp_path: Path) -> None:
     """A worker whose link is lost stops the Server() of its open sockets without their
-    OnPostServer, forgets their ports and reports them to the supervisor; when the
-    gateway links again the report is dropped (the gateway resumed them itself)."""
+    OnPostServer and forgets their ports; the store's registry keeps them open (their
+    gateway, alive, resumes them itself)."""
     with trio.fail_after(TIMEOUT_S):
         async with running(tmp_path, workers=2, apps=PROBES,
                            settings={"probe-dir": str(tmp_path)}) as h, \
                 probe(h, "shared") as bystander, probe(h, "shared") as client:
-            # The client's is the gateway's newest link: no link of that gateway opened
-            # after it, so its report stands until the gateway links again.
-            assert link_of(h, client.wsid)["link"] > link_of(h, bystander.wsid)["link"]
             first, other = client.pid, bystander.pid
             assert first != other
             with unreachable(h.gateway):
                 await break_link(h, first)
                 assert client.wsid not in h.runtime(first).ports
-                await h.wait_for(lambda: h.supervisor.gateways.waiting == 1)
                 await h.wait_for(lambda: h.gateway.stats["sockets_resumed"] == 1)
                 await settle()
                 assert events(tmp_path, "post", client.wsid) == []
                 assert events(tmp_path, "closed", client.wsid) == []
                 servers = events(tmp_path, "server", client.wsid)
                 assert [int(e[2]) for e in servers] == [first, other]
+                assert registry_finished(h, client.wsid) == 0
             await h.wait_for(lambda: len(h.gateway.links.pool_links) == 2)
-            await h.wait_for(lambda: h.supervisor.gateways.waiting == 0)
             hello = await client.answer()  # the probe's Server() ran again, there
             assert (hello["event"], hello["server_pid"]) == ("hello", other)
             assert (await client.ask("read", timeout=0.01))["error"] == 7950
@@ -492,13 +496,13 @@ async def test_sockets_of_a_gateway_gone_for_node_ttl_get_their_on_post_server(
     tmp_path: Path, node_ttl: float,
 ) -> None:
     """A gateway that never links again has its socket's OnPostServer run by a live
-    worker after node_ttl_s, exactly once; a gateway that lost a link at the same time
-    but is still linked through another resumes its socket itself, and its report runs
-    nothing, then or after it links again."""
+    worker after node_ttl_s (its lease lapsed), exactly once; a gateway that lost a
+    link at the same time but is still linked through another resumes its socket
+    itself, and no sweep touches it, then or after it links again."""
     with trio.fail_after(TIMEOUT_S):
         async with running(tmp_path, workers=3, pool=2, apps=PROBES,
                            settings={"probe-dir": str(tmp_path)}) as h:
-            assert h.supervisor.gateways.ttl_s == node_ttl
+            assert all(r.node_ttl_s == node_ttl for r in h.runtimes)
             async with second_gateway(h) as gone, probe(h, "shared") as bystander, \
                     probe(h, "shared") as kept, probe(gone, "shared") as lost:
                 assert len({bystander.pid, kept.pid, lost.pid}) == 3
@@ -506,9 +510,6 @@ async def test_sockets_of_a_gateway_gone_for_node_ttl_get_their_on_post_server(
                     with unreachable(h.gateway):
                         await break_link(h, kept.pid)
                         await h.wait_for(lambda: h.gateway.stats["sockets_resumed"] == 1)
-                        await h.wait_for(lambda: h.supervisor.gateways.waiting == 1)
-                        # The linked gateway's report is older than the lost link: if it
-                        # were ever due, it would be due no later than the gone gateway's.
                         await break_link(h, lost.pid, gone.gateway)
                         await h.wait_for(lambda: bool(events(tmp_path, "post", lost.wsid)))
                         await settle()
@@ -516,14 +517,14 @@ async def test_sockets_of_a_gateway_gone_for_node_ttl_get_their_on_post_server(
                         assert len(posts) == 1
                         assert int(posts[0][2]) in h.workers
                         assert gone.gateway.recovery.detached == 1  # it never learns
-                        # Past node_ttl_s, the linked gateway's report stands, unused.
-                        assert h.supervisor.gateways.waiting == 1
+                        assert registry_finished(h, lost.wsid) == 1
+                        # Past node_ttl_s, the linked gateway's socket is still open.
+                        assert registry_finished(h, kept.wsid) == 0
                         assert events(tmp_path, "post", kept.wsid) == []
                         hello = await kept.answer()  # its Server() ran again, elsewhere
                         assert (hello["event"], hello["server_pid"]) == ("hello",
                                                                          bystander.pid)
                     await h.wait_for(lambda: len(h.gateway.links.pool_links) == 2)
-                    await h.wait_for(lambda: h.supervisor.gateways.waiting == 0)
                     assert (await kept.ask("read", timeout=0.01))["error"] == 7950
                     await kept.ws.aclose()
                     await h.settled(kept.wsid)
@@ -531,34 +532,28 @@ async def test_sockets_of_a_gateway_gone_for_node_ttl_get_their_on_post_server(
                     assert len(events(tmp_path, "post", lost.wsid)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: the supervisor runs the OnPostServer of a gateway unlinked for "
-    "node_ttl_s, but nothing tells that gateway when it links again: it resumes the "
-    "sockets (Server() again) and their close runs OnPostServer a second time"))
 async def test_gateway_back_after_node_ttl_does_not_run_on_post_server_twice(
     tmp_path: Path, node_ttl: float,
 ) -> None:
     """A gateway that was unlinked longer than node_ttl_s (hung, partitioned) and then
     links again: each of its sockets' OnPostServer runs once in all (docs/guarantees.md:
-    no fault runs an OnPostServer twice)."""
+    no fault runs an OnPostServer twice), and a socket whose session ended meanwhile
+    is closed with 1001 when the gateway tries to resume it."""
     with trio.fail_after(TIMEOUT_S):
         async with running(tmp_path, workers=1, apps=PROBES,
                            settings={"probe-dir": str(tmp_path)}) as h:
-            assert h.supervisor.gateways.ttl_s == node_ttl
+            assert all(r.node_ttl_s == node_ttl for r in h.runtimes)
             async with probe(h, "shared") as client:
                 with unreachable(h.gateway):
                     await break_link(h, client.pid)
                     await h.wait_for(lambda: bool(events(tmp_path, "post", client.wsid)))
                 # The socket was open all along at the gateway, which resumes it.
                 await h.wait_for(lambda: h.gateway.stats["sockets_resumed"] == 1)
+                assert await client.close_code() == 1001
             await h.settled(client.wsid)
             assert len(events(tmp_path, "post", client.wsid)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: GatewayWatch.left_behind (appserver/gateways.py) drops a report when the "
-    "gateway has any link with a higher id, also one opened before the loss: when a "
-    "gateway with two links dies, the older link's sockets never get their OnPostServer"))
 async def test_gateway_gone_with_two_links_gets_on_post_server_for_every_socket(
     tmp_path: Path, node_ttl: float,
 ) -> None:
@@ -567,7 +562,7 @@ async def test_gateway_gone_with_two_links_gets_on_post_server_for_every_socket(
     with trio.fail_after(TIMEOUT_S):
         async with running(tmp_path, workers=2, apps=PROBES,
                            settings={"probe-dir": str(tmp_path)}) as h:
-            assert h.supervisor.gateways.ttl_s == node_ttl
+            assert all(r.node_ttl_s == node_ttl for r in h.runtimes)
             async with probe(h, "shared") as older, probe(h, "shared") as newer:
                 assert older.pid != newer.pid
                 with unreachable(h.gateway):
@@ -579,20 +574,16 @@ async def test_gateway_gone_with_two_links_gets_on_post_server_for_every_socket(
                     assert len(events(tmp_path, "post", older.wsid)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: the worker reports a lost private socket to the supervisor, the gateway "
-    "hands its OnPostServer over (Resume ended=True), and nothing withdraws the report: "
-    "if no newer link of that gateway comes, its vanishing runs OnPostServer again"))
 async def test_private_socket_finished_by_the_gateway_is_not_finished_again(
     tmp_path: Path, node_ttl: float,
 ) -> None:
     """A private socket whose worker was lost has its OnPostServer run once, handed over
-    by the gateway; when that gateway later vanishes for node_ttl_s, the supervisor does
-    not run it a second time (it runs only the OnPostServer still due)."""
+    by the gateway; when that gateway later vanishes for node_ttl_s, the sweep does not
+    run it a second time (it runs only the OnPostServer still due)."""
     with trio.fail_after(TIMEOUT_S):
         async with running(tmp_path, workers=1, apps=PROBES,
                            settings={"probe-dir": str(tmp_path)}) as h:
-            assert h.supervisor.gateways.ttl_s == node_ttl
+            assert all(r.node_ttl_s == node_ttl for r in h.runtimes)
             async with probe(h, "shared") as shared:
                 async with probe(h, "private") as private:
                     # Handed off to a dedicated link: the gateway's newest.
