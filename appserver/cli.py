@@ -19,6 +19,7 @@ from gateway.link.process import (
     parse_hostport,
     watch_parent,
 )
+from store.engine import is_redis
 
 __all__ = ["add_arguments", "run_appserver"]
 
@@ -45,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "periods is dead (default 5)")
     parser.add_argument("--db", default="wsgate.db", metavar="PATH",
                         help="SQLite store shared by the workers (default ./wsgate.db)")
+    parser.add_argument("--store", default="", metavar="URL",
+                        help="a Redis store shared by many nodes, redis://HOST:PORT/DB "
+                             "(default: the SQLite --db)")
     parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
                         help="serve a WebSocket server class (repeatable); the chat and "
                              "Echo.Server are always served")
@@ -74,6 +78,13 @@ def _settings(pairs: list[str]) -> dict[str, str]:
     return settings
 
 
+def _store_url(value: str) -> str:
+    if value and not is_redis(value):
+        raise ValueError(f"--store {value!r}: expected redis://HOST:PORT/DB (a SQLite file "
+                         "is --db PATH)")
+    return value
+
+
 def build_config(args: argparse.Namespace) -> AppServerConfig:
     """Check the flags and turn them into a config; raise ValueError with the reason."""
     host, port = parse_hostport(args.listen)
@@ -90,7 +101,8 @@ def build_config(args: argparse.Namespace) -> AppServerConfig:
         secret=load_secret(args.secret_file), host=host, port=port, workers=args.workers,
         max_workers=max_workers, idle_timeout_s=args.idle_timeout, node_ttl_s=args.node_ttl,
         link_heartbeat_s=args.link_heartbeat,
-        db=os.path.abspath(args.db), apps=tuple(args.app),
+        db=os.path.abspath(args.db), store_url=_store_url(args.store),
+        apps=tuple(args.app),
         settings={"mode": args.mode, **_settings(args.settings)},
         appserver_id=args.appserver_id,
         log_level=args.log_level,
@@ -113,7 +125,7 @@ async def _serve(config: AppServerConfig, class_names: tuple[str, ...],
                 print(f"wsgate appserver: metrics at http://{m_host}:{m_port}/metrics",
                       flush=True)
             print(f"wsgate appserver: listening on {host}:{port} ({config.workers} workers, "
-                  f"store {config.db})", flush=True)
+                  f"store {config.store})", flush=True)
             if exit_with_parent:
                 nursery.start_soon(watch_parent, nursery.cancel_scope)
             async for signum in signals:
@@ -152,7 +164,8 @@ def run_appserver(args: argparse.Namespace) -> int:
                 bound.close()
             print(f"wsgate: {listen_error(host, port, exc)}", flush=True)
             return 2
-    migrate_file(config.db)  # once, before any worker opens the file
+    if not config.store_url:
+        migrate_file(config.db)  # once, before any worker opens the file
     trio.run(_serve, config, tuple(sorted(classes)), args.exit_with_parent, listeners[0],
              listeners[1] if metrics else None)
     return 0

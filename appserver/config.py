@@ -11,6 +11,11 @@ __all__ = ["AppServerConfig"]
 class AppServerConfig:
     """Everything ``wsgate appserver`` is told."""
 
+    @property
+    def store(self) -> str:
+        """What the workers open: the Redis URL, else the SQLite file."""
+        return self.store_url or self.db
+
     secret: bytes
     host: str = "127.0.0.1"
     port: int = 0
@@ -24,6 +29,8 @@ class AppServerConfig:
     #: How often links send heartbeats (a gateway silent for three periods is dead).
     link_heartbeat_s: float = 5.0
     db: str = "wsgate.db"
+    #: A Redis store shared by many nodes (``redis://HOST:PORT/DB``); "" for SQLite (db).
+    store_url: str = ""
     apps: tuple[str, ...] = ()
     #: Options for server classes (``--set NAME=VALUE``; the chat reads ``mode``).
     settings: dict[str, str] = field(default_factory=dict)

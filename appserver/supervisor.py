@@ -129,7 +129,7 @@ class Supervisor:
 
     def _worker_config(self) -> str:
         return json.dumps({
-            "db": self.config.db,
+            "store": self.config.store,
             "apps": list(self.config.apps),
             "settings": self.config.settings,
             "appserver_id": self.config.appserver_id,

@@ -35,8 +35,7 @@ from appserver.runtime import WorkerRuntime
 from gateway.link.connection import LinkConnection, Role
 from gateway.link.driver import HEARTBEAT_S, Link
 from gateway.link.process import configure_logging
-from store.aio import AsyncStore
-from store.sqlite import ChatStore
+from store.engine import open_store
 
 __all__ = ["main", "run_worker"]
 
@@ -145,18 +144,16 @@ async def run_worker(
     gracefully. ``task_status`` reports the runtime once it serves. Tests run workers
     in-process, each with its own ``pid``.
     """
-    store = AsyncStore(ChatStore.open(config["db"], migrate=False))
-    runtime = WorkerRuntime(
-        appserver_id=config["appserver_id"], classes=load_classes(config.get("apps", [])),
-        store=store, settings=config.get("settings", {}), pid=pid,
-        node_ttl_s=float(config.get("node_ttl_s", NODE_TTL_S)),
-    )
-    install_runtime(runtime)
-    try:
+    async with open_store(config["store"]) as store:
+        runtime = WorkerRuntime(
+            appserver_id=config["appserver_id"],
+            classes=load_classes(config.get("apps", [])), store=store,
+            settings=config.get("settings", {}), pid=pid,
+            node_ttl_s=float(config.get("node_ttl_s", NODE_TTL_S)),
+        )
+        install_runtime(runtime)
         await _serve(runtime, ctrl, stop_requests,
                      float(config.get("link_heartbeat_s", HEARTBEAT_S)), task_status)
-    finally:
-        store.close()
 
 
 async def _run_process(config: dict[str, Any], ctrl: socket.socket) -> None:

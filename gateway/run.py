@@ -86,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="close sockets idle for S seconds (default never)")
     parser.add_argument("--db", default="./wsgate.db", metavar="PATH",
                         help="the SQLite store (default ./wsgate.db)")
+    parser.add_argument("--store", default=None, metavar="URL",
+                        help="a Redis store shared by many nodes, redis://HOST:PORT/DB "
+                             "(default: the SQLite --db); the gateway then joins the "
+                             "nodes' bus on it too")
     parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
                         help="also serve this WebSocket server class (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -132,6 +136,7 @@ def _appserver_command(args: argparse.Namespace) -> list[str]:
                "--workers", str(args.workers), "--db", args.db, "--exit-with-parent",
                "--log-level", args.log_level, "--mode", args.mode]
     for flag, value in (("--max-workers", args.max_workers),
+                        ("--store", args.store),
                         ("--idle-timeout", args.idle_timeout),
                         ("--link-heartbeat", args.link_heartbeat),
                         ("--node-ttl", args.node_ttl)):

@@ -10,9 +10,12 @@ source scripts/venv.sh
 
 # System packages the tests drive for real, installed with apt-get when missing:
 # Chromium for the browser tests (a CJK font so screenshots show every glyph), openssl
-# for the TLS tests' self-signed certificate.
+# for the TLS tests' self-signed certificate, redis-server and nginx for the many-node
+# tests (each test starts its own on a free port, and stops it).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || missing+=(fonts-wqy-zenhei)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then

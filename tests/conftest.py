@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_server import RedisServer, redis_server
 from tests.support import WSGATE, Process, System
 
 StartRun = Callable[..., System]
@@ -71,3 +72,10 @@ def start_split(tmp_path: Path, secret_file: Path) -> Iterator[StartRun]:
     yield start
     for system in systems:
         system.stop()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own (tests/redis_server.py), stopped after it."""
+    with redis_server(tmp_path / "redis") as server:
+        yield server

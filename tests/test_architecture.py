@@ -4,6 +4,7 @@ server builds on the link alone, and the link's core is sans-I/O."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,6 +167,9 @@ def test_the_link_core_imports_neither_trio_nor_socket(module: str) -> None:
     code = (f"import sys; import {module}; "
             "bad = {'trio', 'socket'} & set(sys.modules); "
             "sys.exit(f'imported {bad}' if bad else 0)")
+    # Without the test run's coverage, which starts itself in every subprocess (and
+    # imports socket) when COVERAGE_PROCESS_CONFIG is set.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=False, cwd=ROOT)
+                            check=False, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr or result.stdout
