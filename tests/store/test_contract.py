@@ -92,7 +92,7 @@ async def test_messages_are_numbered_per_room_and_stored_once(spec: str) -> None
             c = await store.store_message("r2", room="red", client_id="g-1:2")
             assert (a.row.seq, b.row.seq, c.row.seq) == (1, 1, 2)
             assert a.row.id < b.row.id < c.row.id
-            assert not (a.duplicate or b.duplicate or c.duplicate)
+            assert [a.duplicate, b.duplicate, c.duplicate] == [False, False, False]
             again = await store.store_message("r1 again", room="red", client_id="g-1:1")
             assert again.duplicate
             assert again.row == a.row
