@@ -13,7 +13,8 @@ Wire shapes (as in the tutorial):
   socket; ``{"Message", "Author", "Type": "Chat", "Sent": "YYYY-MM-DD HH:MM:SS"}`` to
   every socket of the room, the sender included; ``{"Type": "userlist", "Users":
   [{"User": alias}, ...]}`` in join order; and (an addition) ``{"Type": "Error",
-  "Message": why}`` to a socket whose input was refused.
+  "Message": why}`` to a socket whose input was refused, or whose message could not be
+  stored (the store was unreachable: nothing was sent, the sender may send it again).
 
 Both IRIS modes, chosen per socket in OnPreServer: the handshake's ``?mode=shared`` or
 ``?mode=private``, else the app server's ``--mode`` (default shared). A shared socket
@@ -29,10 +30,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import time
 from typing import Any
+
+import trio
 
 from appserver.context import current_runtime
 from appserver.csp import DEFAULT_READ_TIMEOUT_S, WebSocket
@@ -43,7 +47,7 @@ from appserver.errors import (
     ReadTimeout,
     WebSocketError,
 )
-from store.api import ChatMessage
+from store.api import ChatMessage, StoreUnavailable
 
 __all__ = ["ChatServer"]
 
@@ -58,6 +62,8 @@ SWEEP_INTERVAL_S = 10.0
 #: (worker pid, room) -> when that worker last swept the room.
 _last_sweep: dict[tuple[int, str], float] = {}
 MAX_ALIAS_CHARS = 64
+#: How long OnPostServer keeps trying a store it cannot reach.
+POST_SERVER_RETRY_S = 60.0
 STATUS_TEXT = "status update, this shouldn't be processed as message"
 
 
@@ -192,6 +198,12 @@ class ChatServer(WebSocket):
                 await self.Dispatch(data)
             except BadInput as exc:
                 await self._refuse(str(exc))
+            except StoreUnavailable as exc:
+                # Nothing was stored, so nothing was sent: the sender is told (the
+                # page shows it), and may send it again.
+                log.warning("wsid=%s message refused: %s", self.WebSocketID, exc)
+                await self.Write(_json({"Type": "Error",
+                                        "Message": f"not sent: {exc}; try again"}))
             if private:
                 await self._poll()
 
@@ -225,16 +237,38 @@ class ChatServer(WebSocket):
 
     async def OnPostServer(self) -> None:
         """The socket is gone (closed, or its worker was lost): the connection and the
-        user leave (exactly once, on whichever worker ends the socket)."""
-        await self.store.remove_connection(self.WebSocketID)
-        await self.RemoveUser(self.WebSocketID)
+        user leave (exactly once, on whichever worker ends the socket). While the store
+        cannot be reached this retries (for up to POST_SERVER_RETRY_S), so that a user
+        does not stay on the list because Redis restarted at that moment."""
+        delay = 0.1
+        deadline = trio.current_time() + POST_SERVER_RETRY_S
+        while True:
+            try:
+                await self.store.remove_connection(self.WebSocketID)
+                await self.RemoveUser(self.WebSocketID)
+                return
+            except StoreUnavailable as exc:
+                if trio.current_time() + delay > deadline:
+                    log.error("wsid=%s: its user stays on the list: %s", self.WebSocketID,
+                              exc)
+                    return
+                log.info("wsid=%s: OnPostServer waits for the store: %s",
+                         self.WebSocketID, exc)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _poll(self) -> None:
-        """Private mode: deliver what the store gained since the last poll."""
-        for row in await self.store.messages_after(self.room, self._seen_id):
+        """Private mode: deliver what the store gained since the last poll (none while
+        the store cannot be reached: the next poll after it is back catches up)."""
+        try:
+            rows = await self.store.messages_after(self.room, self._seen_id)
+            users = await self.store.userlist(self.room)
+        except StoreUnavailable as exc:
+            log.debug("wsid=%s: no poll: %s", self.WebSocketID, exc)
+            return
+        for row in rows:
             await self.Write(_json(chat_event(row)))
             self._seen_id = row.seq
-        users = await self.store.userlist(self.room)
         if users != self._users:
             self._users = users
             await self.Write(_json(_userlist(users)))
@@ -389,5 +423,6 @@ class ChatServer(WebSocket):
 
     async def _refuse(self, why: str) -> None:
         log.info("wsid=%s bad input: %s", self.WebSocketID, why)
-        await self.store.log_error("bad input", why, self.WebSocketID)
+        with contextlib.suppress(StoreUnavailable):  # the app server's log has it
+            await self.store.log_error("bad input", why, self.WebSocketID)
         await self.Write(_json({"Type": "Error", "Message": why}))

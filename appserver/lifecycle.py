@@ -12,6 +12,9 @@ runs ``OnPreServer`` and answers the gateway with the mode it chose. Then:
 
 ``OnPostServer`` runs exactly once, after the socket has ended: when the client closes,
 when ``Server()`` crashes (1011), or inside ``EndServer`` (on the worker that called it).
+A store that cannot be reached is not a crash: OnPreServer's handshake is refused with
+503, and a ``Server()`` it stops closes its socket with 1013 (try again later), so the
+page comes back and catches up once the store is.
 The port's phases (:mod:`appserver.port`) enforce it.
 
 A private socket needs a worker that serves nothing else. The gateway sends handshakes
@@ -92,6 +95,12 @@ async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
     except HandshakeRejected as exc:
         _drop(runtime, port)
         link.send(Reject(event.wsid, exc.status, exc.body))
+        return
+    except StoreUnavailable as exc:
+        log.warning("wsid=%s refused: %s", event.wsid, exc)
+        _drop(runtime, port)
+        link.send(Reject(event.wsid, 503, "the app server's store is unavailable; "
+                                          "try again later"))
         return
     except Exception:
         log.exception("wsid=%s %s.OnPreServer() failed", event.wsid, type(instance).__name__)
@@ -280,13 +289,17 @@ async def run_server(runtime: WorkerRuntime, port: SocketPort) -> None:
         # it elsewhere, or hands its OnPostServer to another worker.
         runtime.forget_port(port)
         raise
+    except StoreUnavailable as exc:
+        # Not the class's fault: the page may come back later (1013) and catch up.
+        log.warning("wsid=%s Server() stopped: %s", port.wsid, exc)
+        code, reason = 1013, "try again later: the store is unavailable"
     except Exception as exc:
         if isinstance(exc, WebSocketError) and port.closed:
             pass  # a write to a socket that closed under it: an ordinary end
         else:
             log.exception("wsid=%s Server() failed", port.wsid)
             code, reason = 1011, "server error"
-    if (not port.shared or code == 1011) and not port.closed:
+    if (not port.shared or code != 1000) and not port.closed:
         # Private: Server()'s return closes the socket. Either mode: a crash does.
         port.link.send(Close(port.wsid, code, reason))
         runtime.registry.mark_closed(port.wsid)

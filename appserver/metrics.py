@@ -26,7 +26,7 @@ from gateway.link.httpserver import Response, serve_http
 if TYPE_CHECKING:
     from appserver.supervisor import Supervisor
 
-__all__ = ["SupervisorCollector", "metrics_registry", "serve_metrics"]
+__all__ = ["SupervisorCollector", "metrics_registry", "reachability", "serve_metrics"]
 
 
 class SupervisorCollector:
@@ -67,6 +67,24 @@ class SupervisorCollector:
                                   sum_value=totals["commit_seconds"])
         yield CounterMetricFamily("wsgate_appserver_store_writes",
                                   "Writes committed to the store.", value=totals["writes"])
+        up = reachability(supervisor)
+        yield GaugeMetricFamily("wsgate_appserver_store_up",
+                                "1 while every worker's last store call reached the store.",
+                                value=up["store"])
+        if "bus" in up:
+            yield GaugeMetricFamily("wsgate_appserver_bus_up",
+                                    "1 while every worker reaches the bus to other nodes.",
+                                    value=up["bus"])
+
+
+def reachability(supervisor: Supervisor) -> dict[str, int]:
+    """Whether the workers reach the store (and the bus, when there are nodes): 1 when
+    every worker's last report says so, else 0."""
+    workers = [w for w in supervisor.workers.values() if w.alive]
+    up = {"store": min((int(w.stats.get("store_up", 1)) for w in workers), default=1)}
+    if supervisor.config.bus_url:
+        up["bus"] = min((int(w.stats.get("bus_up", 0)) for w in workers), default=0)
+    return up
 
 
 def metrics_registry(supervisor: Supervisor) -> CollectorRegistry:
@@ -86,7 +104,12 @@ async def serve_metrics(supervisor: Supervisor, registry: CollectorRegistry,
             return Response(200, generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4)
         if path == b"/healthz":
             ready = sum(1 for w in supervisor.workers.values() if w.alive)
-            return Response.json(200 if ready else 503, {"workers": ready})
+            up = reachability(supervisor)
+            # degraded: the workers serve their sockets, but a store or bus call fails
+            status = "ok" if all(up.values()) else "degraded"
+            return Response.json(200 if ready else 503, {
+                "status": status if ready else "starting", "workers": ready,
+                **{name: "up" if value else "down" for name, value in up.items()}})
         return Response.text(404, "not found: try /metrics")
 
     await serve_http(sock, client, route)

@@ -73,14 +73,16 @@ class Stored(NamedTuple):
 
 
 class StoreStats:
-    """What a store did: commits, the writes they held, and their latency."""
+    """What a store did: commits, the writes they held, and their latency; and whether
+    its last call reached it (``up``: false from a StoreUnavailable to the next success)."""
 
-    __slots__ = ("commit_seconds", "commits", "writes")
+    __slots__ = ("commit_seconds", "commits", "up", "writes")
 
     def __init__(self) -> None:
         self.commits = 0
         self.writes = 0
         self.commit_seconds = 0.0
+        self.up = True
 
 
 class Store(Protocol):

@@ -24,6 +24,8 @@ Keys (``{room}``, ``{wsid}``, ``{gw}`` are names)::
     gw:{gw}:sockets          set    a gateway's open registered sockets
     registry:gateways        set    gateways with registered sockets
     lease:{gw}               a gateway's lease (expires after --node-ttl)
+    gateways                 set    gateways that had a lease (the bus's targets)
+    bus:{gw}                 stream the frames other nodes send that gateway
     errors                   list   JSON; errors:id the last id
 
 Redis is expected to keep its data across a restart (appendonly, or snapshots): a
@@ -149,6 +151,7 @@ _RENEW = """
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 end
+redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 """
 
@@ -168,18 +171,24 @@ def _row(raw: str) -> ChatMessage:
                        str(data["sent"]), int(data["seq"]))
 
 
+#: A gateway's bus stream outlives its last reader or writer by this long (both renew it).
+BUS_STREAM_TTL_S = 120
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
 @asynccontextmanager
-async def redis_client(url: str) -> AsyncIterator[Any]:
-    """A connected coredis client for ``url`` (``redis://HOST:PORT/DB``)."""
+async def redis_client(url: str, *, decode: bool = True) -> AsyncIterator[Any]:
+    """A connected coredis client for ``url`` (``redis://HOST:PORT/DB``); with
+    ``decode`` false, replies stay bytes."""
     import coredis  # here: only a process that uses Redis pays for the import
 
-    client = coredis.Redis.from_url(url, decode_responses=True,
-                                    connect_timeout=CONNECT_TIMEOUT_S,
-                                    stream_timeout=COMMAND_TIMEOUT_S)
+    timeouts: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S,
+                                "stream_timeout": COMMAND_TIMEOUT_S}
+    client: Any = (coredis.Redis.from_url(url, decode_responses=True, **timeouts) if decode
+                   else coredis.Redis.from_url(url, decode_responses=False, **timeouts))
     async with client:
         yield client
 
@@ -215,7 +224,9 @@ class RedisStore:
             result = await request
         except (coredis.exceptions.ConnectionError, coredis.exceptions.BusyLoadingError,
                 TimeoutError, OSError) as exc:
+            self.stats.up = False
             raise StoreUnavailable(f"Redis at {self.url} is unreachable: {exc}") from None
+        self.stats.up = True
         if write:
             self.stats.commits += 1
             self.stats.writes += 1
@@ -353,7 +364,8 @@ class RedisStore:
     async def renew_gateways(self, gateways: list[str], ttl_s: float) -> None:
         """See :meth:`store.api.Store.renew_gateways`."""
         for gateway in gateways:  # a lease is extended, never shortened
-            await self._script("renew", [f"{KEY}lease:{gateway}"], [int(ttl_s * 1000)])
+            await self._script("renew", [f"{KEY}lease:{gateway}", f"{KEY}gateways"],
+                               [int(ttl_s * 1000), gateway])
 
     async def lapsed_sockets(self, limit: int = 1000) -> list[tuple[str, str, str, str]]:
         """See :meth:`store.api.Store.lapsed_sockets`."""
