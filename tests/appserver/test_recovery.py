@@ -51,7 +51,7 @@ HELD_PATH = "/csp/user/HeldChat.Server.cls"
 #: The Author that makes HeldChat stop with the message (see HeldChat).
 HOLDER = "holder"
 #: node_ttl_s for the tests of gateways that vanish (the app server's default is 15 s).
-NODE_TTL_S = 0.5
+NODE_TTL_S = 0.7
 
 
 class HeldChat(ChatServer):
