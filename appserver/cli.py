@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default="", metavar="URL",
                         help="a Redis store shared by many nodes, redis://HOST:PORT/DB "
                              "(default: the SQLite --db)")
+    parser.add_argument("--bus", default=None, metavar="URL",
+                        help="the Redis through which writes reach other nodes' gateways, "
+                             "redis://HOST:PORT/DB (default: the --store Redis, if any; "
+                             "'off' for none)")
     parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
                         help="serve a WebSocket server class (repeatable); the chat and "
                              "Echo.Server are always served")
@@ -85,6 +89,16 @@ def _store_url(value: str) -> str:
     return value
 
 
+def _bus_url(value: str | None, store: str) -> str:
+    if value is None:
+        return store if is_redis(store) else ""
+    if value == "off":
+        return ""
+    if not is_redis(value):
+        raise ValueError(f"--bus {value!r}: expected redis://HOST:PORT/DB, or off")
+    return value
+
+
 def build_config(args: argparse.Namespace) -> AppServerConfig:
     """Check the flags and turn them into a config; raise ValueError with the reason."""
     host, port = parse_hostport(args.listen)
@@ -102,6 +116,7 @@ def build_config(args: argparse.Namespace) -> AppServerConfig:
         max_workers=max_workers, idle_timeout_s=args.idle_timeout, node_ttl_s=args.node_ttl,
         link_heartbeat_s=args.link_heartbeat,
         db=os.path.abspath(args.db), store_url=_store_url(args.store),
+        bus_url=_bus_url(args.bus, args.store),
         apps=tuple(args.app),
         settings={"mode": args.mode, **_settings(args.settings)},
         appserver_id=args.appserver_id,

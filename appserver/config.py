@@ -31,6 +31,9 @@ class AppServerConfig:
     db: str = "wsgate.db"
     #: A Redis store shared by many nodes (``redis://HOST:PORT/DB``); "" for SQLite (db).
     store_url: str = ""
+    #: The Redis that carries writes to other nodes' gateways ("": none; by default the
+    #: Redis store's).
+    bus_url: str = ""
     apps: tuple[str, ...] = ()
     #: Options for server classes (``--set NAME=VALUE``; the chat reads ``mode``).
     settings: dict[str, str] = field(default_factory=dict)

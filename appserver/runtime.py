@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import trio
 
+from appserver.bus import Bus
 from appserver.csp import WebSocket
 from appserver.errors import SocketGone, WebSocketError
 from appserver.lifecycle import (
@@ -75,7 +76,7 @@ class WorkerRuntime:
     def __init__(
         self, *, appserver_id: str, classes: Mapping[str, type[WebSocket]], store: Store,
         settings: Mapping[str, str] | None = None, pid: int | None = None,
-        node_ttl_s: float = 15.0,
+        node_ttl_s: float = 15.0, bus: Bus | None = None,
     ) -> None:
         #: The worker's process id (tests that run several workers in one process give
         #: each its own number).
@@ -93,6 +94,8 @@ class WorkerRuntime:
         self._port_gone = trio.Event()
         #: A gateway not renewed for this long counts as gone (appserver/leases.py).
         self.node_ttl_s = node_ttl_s
+        #: The way to gateways of other nodes (appserver/bus.py), when there are nodes.
+        self.bus = bus
         #: The worker is stopping: it takes no new socket, and its sockets stay open at
         #: their gateways, which resume them elsewhere.
         self.stopping = False
@@ -128,11 +131,24 @@ class WorkerRuntime:
     async def write(self, wsid: str, binary: bool, payload: bytes,
                     port: SocketPort | None, *, group: str = "", seq: int = 0) -> None:
         """Send a message to a browser socket, from whichever instance asks (``group``
-        and ``seq``: message ``seq`` of that group's sequence)."""
+        and ``seq``: message ``seq`` of that group's sequence); a socket of another
+        node's gateway is reached over the bus."""
         self._check_open(wsid, port, "the write was not sent")
-        link = self.link_for(wsid, port)
+        event = Write(wsid, binary, payload, group, seq)
         try:
-            link.send(Write(wsid, binary, payload, group, seq))
+            link = self.link_for(wsid, port)
+        except SocketGone:
+            parsed = parse_wsid(wsid)
+            if self.bus is None or parsed is None:
+                raise
+            try:
+                self.bus.send(parsed[0], encode(event).data)
+            except FrameTooBig as exc:
+                raise WebSocketError(exc.reason, wsid=wsid) from None
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        try:
+            link.send(event)
         except FrameTooBig as exc:
             raise WebSocketError(exc.reason, wsid=wsid) from None
         if link.out.pending > LINK_HIGH_WATER_BYTES:
@@ -154,8 +170,11 @@ class WorkerRuntime:
             frame = encode(WriteGroup(name, binary, payload, seq))
         except FrameTooBig as exc:
             raise WebSocketError(exc.reason) from None
-        for link in self.gateway_links():
+        links = self.gateway_links()
+        for link in links:
             link.send_frame(frame)
+        if self.bus is not None:  # and once to each other gateway, over the bus
+            self.bus.broadcast(frame.data, [link.gateway_id for link in links])
         await trio.lowlevel.checkpoint_if_cancelled()
 
     async def write_many(self, wsids: list[str], binary: bool, payload: bytes) -> None:
@@ -165,13 +184,16 @@ class WorkerRuntime:
             parsed = parse_wsid(wsid)
             if parsed is not None:
                 by_gateway.setdefault(parsed[0], []).append(wsid)
-        for link in self.gateway_links():
-            ids = by_gateway.get(link.gateway_id)
-            if ids:
-                try:
-                    link.send(WriteMany(tuple(ids), binary, payload))
-                except FrameTooBig as exc:
-                    raise WebSocketError(exc.reason) from None
+        links = {link.gateway_id: link for link in self.gateway_links()}
+        for gateway, ids in by_gateway.items():
+            try:
+                frame = encode(WriteMany(tuple(ids), binary, payload))
+            except FrameTooBig as exc:
+                raise WebSocketError(exc.reason) from None
+            if gateway in links:
+                links[gateway].send_frame(frame)
+            elif self.bus is not None:
+                self.bus.send(gateway, frame.data)
         await trio.lowlevel.checkpoint_if_cancelled()
 
     def group(self, wsid: str, port: SocketPort | None, name: str, *, join: bool,

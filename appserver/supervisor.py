@@ -130,6 +130,7 @@ class Supervisor:
     def _worker_config(self) -> str:
         return json.dumps({
             "store": self.config.store,
+            "bus": self.config.bus_url,
             "apps": list(self.config.apps),
             "settings": self.config.settings,
             "appserver_id": self.config.appserver_id,

@@ -26,6 +26,7 @@ from typing import Any
 
 import trio
 
+from appserver.bus import Bus
 from appserver.classes import load_classes
 from appserver.context import install_runtime
 from appserver.control import send_control
@@ -41,12 +42,18 @@ __all__ = ["main", "run_worker"]
 
 log = logging.getLogger(__name__)
 
+#: How long a new link waits for its gateway's lease to be renewed (Redis may be down).
+RENEW_FIRST_S = 1.0
 #: How often a worker reports its counters to the supervisor.
 STATS_INTERVAL_S = 1.0
 
 
 async def _run_link(runtime: WorkerRuntime, link: Link, ctrl: socket.socket) -> None:
     try:
+        # The gateway's lease first, before any of its sockets registers: a broadcast
+        # over the bus goes to the gateways with a lease (appserver/bus.py).
+        with trio.move_on_after(RENEW_FIRST_S):
+            await renew_now(runtime, link.gateway_id)
         await link.run(runtime)
         await runtime.drain_link(link)
     finally:
@@ -66,7 +73,6 @@ def _adopt_link(runtime: WorkerRuntime, command: dict[str, Any], fd: int,
         conn.receive_data(leftover)
     link = Link(sock, conn, worker_pid=runtime.pid, heartbeat_s=heartbeat_s)
     runtime.link_up(link)
-    runtime.nursery.start_soon(renew_now, runtime, link.gateway_id)
     log.info("link %d from gateway %s adopted", link.id, link.gateway_id)
     return link
 
@@ -100,9 +106,12 @@ async def _report_stats(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
     """Tell the supervisor this worker's counters, for its /metrics."""
     stats = runtime.store.stats
     while True:
-        send_control(ctrl, {"event": "stats", "sockets": len(runtime.ports),
-                            "commits": stats.commits, "writes": stats.writes,
-                            "commit_seconds": stats.commit_seconds})
+        report = {"event": "stats", "sockets": len(runtime.ports),
+                  "commits": stats.commits, "writes": stats.writes,
+                  "commit_seconds": stats.commit_seconds, "store_up": int(stats.up)}
+        if runtime.bus is not None:
+            report["bus_up"] = int(runtime.bus.up)
+        send_control(ctrl, report)
         await trio.sleep(STATS_INTERVAL_S)
 
 
@@ -126,6 +135,8 @@ async def _serve(runtime: WorkerRuntime, ctrl: socket.socket,
             nursery.start_soon(stop_when_asked, stop_requests)
         nursery.start_soon(_report_stats, runtime, ctrl)
         nursery.start_soon(keep_leases, runtime)
+        if runtime.bus is not None:
+            nursery.start_soon(runtime.bus.run)
         task_status.started(runtime)
         send_control(ctrl, {"event": "ready", "pid": runtime.pid})
         await _control_loop(runtime, ctrl, nursery, heartbeat_s)
@@ -151,6 +162,8 @@ async def run_worker(
             settings=config.get("settings", {}), pid=pid,
             node_ttl_s=float(config.get("node_ttl_s", NODE_TTL_S)),
         )
+        if config.get("bus"):
+            runtime.bus = Bus(str(config["bus"]))
         install_runtime(runtime)
         await _serve(runtime, ctrl, stop_requests,
                      float(config.get("link_heartbeat_s", HEARTBEAT_S)), task_status)

@@ -73,6 +73,9 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
                              "besides this gateway's own; '*' allows any (repeatable; "
                              "default: only the gateway's own pages, and clients that "
                              "send no Origin)")
+    parser.add_argument("--bus", default="", metavar="URL",
+                        help="the Redis of many nodes, redis://HOST:PORT/DB: other nodes' "
+                             "writes for this gateway's sockets arrive through it")
     parser.add_argument("--certfile", metavar="PATH",
                         help="TLS certificate chain (PEM): serve https and wss")
     parser.add_argument("--keyfile", metavar="PATH",
@@ -104,6 +107,8 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
                          "(what one link frame carries)")
     if args.max_queued_bytes < 1 or args.max_held_bytes < 1:
         raise ValueError("--max-queued-bytes and --max-held-bytes must be at least 1")
+    if args.bus and not args.bus.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"--bus {args.bus!r}: expected redis://HOST:PORT/DB")
     if args.keyfile and not args.certfile:
         raise ValueError("--keyfile needs --certfile")
     if args.max_sockets < 1:
@@ -128,6 +133,7 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
         max_sockets=args.max_sockets, max_connect_rate=args.max_connect_rate,
         handshake_timeout_s=args.handshake_timeout,
         allowed_origins=frozenset(args.allowed_origin), certfile=args.certfile,
+        bus_url=args.bus,
         keyfile=args.keyfile,
         queue_timeout_s=args.queue_timeout, response_timeout_s=args.response_timeout,
         session_timeout_s=args.session_timeout,

@@ -63,6 +63,8 @@ class GatewayConfig:
     handshake_timeout_s: float = 10.0
     #: Page origins allowed to open sockets besides the gateway's own ("*": any).
     allowed_origins: frozenset[str] = frozenset()
+    #: The Redis through which other nodes' workers reach this gateway ("": none).
+    bus_url: str = ""
     #: TLS: the certificate chain and its key (PEM); both set: https and wss only.
     certfile: str | None = None
     keyfile: str | None = None

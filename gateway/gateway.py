@@ -21,6 +21,7 @@ import trio
 
 from gateway.admission import ConnectRate
 from gateway.browser import BrowserSocket, Phase
+from gateway.bus import BusReader
 from gateway.config import GatewayConfig
 from gateway.groups import HOLD_S
 from gateway.link.codec import encode
@@ -81,6 +82,8 @@ class Gateway:
         self.connect_rate = ConnectRate(config.max_connect_rate)
         #: TLS for https and wss on the browsers' port (None: plain HTTP).
         self.tls = config.tls_context()
+        #: What other nodes' workers write here (many nodes on a Redis), or None.
+        self.bus = BusReader(self, config.bus_url) if config.bus_url else None
         #: This process's Prometheus registry, read at scrape time.
         self.metrics = metrics_registry(self)
         self._ids = itertools.count(1)
@@ -202,6 +205,8 @@ class Gateway:
                 self._nursery = nursery
                 nursery.start_soon(self.links.run)
                 nursery.start_soon(self.recovery.run)
+                if self.bus is not None:
+                    nursery.start_soon(self.bus.run)
                 nursery.start_soon(self._expire_gaps)
                 if self.config.ping_interval_s > 0:
                     nursery.start_soon(self._heartbeat_browsers)
@@ -353,6 +358,17 @@ class Gateway:
         else:  # the connection's table admits nothing else from a worker
             log.error("link %d: unexpected %s", link.id, type(event).__name__)
 
+    def bus_event(self, event: Event) -> None:
+        """A frame another node's worker sent this gateway over the bus."""
+        if isinstance(event, Write):
+            self._handle_write(None, event)
+        elif isinstance(event, WriteGroup):
+            self._handle_write_group(event)
+        elif isinstance(event, WriteMany):
+            self._handle_write_many(event)
+        else:
+            log.error("bus: unexpected %s", type(event).__name__)
+
     def link_batch_done(self, link: Link | None) -> None:
         """Flush every socket the batch wrote to: one send per socket per batch."""
         dirty, self._dirty = self._dirty, set()
@@ -374,17 +390,18 @@ class Gateway:
             link.dedicate(event.wsid)
         bs.answered(event)
 
-    def _handle_write(self, link: GatewayLink, event: Write) -> None:
+    def _handle_write(self, link: GatewayLink | None, event: Write) -> None:
+        """A write for one socket, from a link (or, None, from the bus)."""
         bs = self.table.get(event.wsid)
         if bs is None:
             self.stats["writes_dropped"] += 1
             log.debug("wsid=%s write dropped: no such socket", event.wsid)
             return
-        own = link is bs.home or link.private_wsid == bs.wsid
+        own = link is not None and (link is bs.home or link.private_wsid == bs.wsid)
         if not bs.shared and not own:
             self.stats["writes_dropped"] += 1
-            log.warning("wsid=%s write from link %d refused: the socket is private",
-                        event.wsid, link.id)
+            log.warning("wsid=%s write from %s refused: the socket is private", event.wsid,
+                        f"link {link.id}" if link is not None else "the bus")
             return
         frame = encode_message(event.payload, binary=event.binary)
         now = trio.current_time()

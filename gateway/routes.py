@@ -187,8 +187,10 @@ def route(gw: Gateway, request: h11.Request, client_host: str) -> Response:
 
 def _healthz(gw: Gateway) -> Response:
     links = list(gw.links.all_links())
+    degraded = gw.bus is not None and not gw.bus.up
     body = {
-        "status": "ok" if links else "starting",
+        # degraded: its own sockets are served, other nodes' writes cannot reach them
+        "status": ("degraded" if degraded else "ok") if links else "starting",
         "gateway": gw.id,
         "links": len(links),
         "sockets": len(gw.table),

@@ -166,6 +166,7 @@ def _gateway_command(args: argparse.Namespace, appserver: str) -> list[str]:
                         ("--max-connect-rate", args.max_connect_rate),
                         ("--handshake-timeout", args.handshake_timeout),
                         ("--certfile", args.certfile),
+                        ("--bus", args.store),
                         ("--keyfile", args.keyfile)):
         if value is not None:
             command += [flag, str(value)]

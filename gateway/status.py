@@ -136,6 +136,12 @@ class GatewayCollector:
             queued.add_metric([str(link["link"]), str(link["worker_pid"])],
                               link["queued_bytes"])
         yield queued
+        bus = self.gw.bus
+        yield GaugeMetricFamily("wsgate_gateway_bus_up", "1 while the bus to other nodes "
+                                "(Redis) is reachable; 0 while not, or with no bus.",
+                                value=1 if bus is not None and bus.up else 0)
+        yield CounterMetricFamily("wsgate_gateway_bus_frames", "Frames received from other "
+                                  "nodes over the bus.", value=bus.frames if bus else 0)
         for key, help_text in self.COUNTERS.items():
             yield CounterMetricFamily(f"wsgate_gateway_{key}", help_text,
                                       value=self.gw.stats[key])

@@ -154,18 +154,22 @@ class Harness:
 async def running(
     tmp_path: Path, *, workers: int = 1, max_workers: int | None = None,
     idle_timeout_s: float = 60.0, apps: tuple[str, ...] = (),
-    settings: dict[str, str] | None = None, pool: int | None = None, **gateway: Any,
+    settings: dict[str, str] | None = None, pool: int | None = None, store_url: str = "",
+    node: str = "as", **gateway: Any,
 ) -> AsyncIterator[Harness]:
     """A gateway and an app server (``workers`` in-process workers, SQLite in
-    ``tmp_path``) on loopback, stopped on exit; ``gateway`` sets GatewayConfig fields."""
-    db = tmp_path / "harness.db"
+    ``tmp_path``, or the Redis at ``store_url``, which is then the bus between nodes
+    too) on loopback, stopped on exit; ``gateway`` sets GatewayConfig fields."""
+    db = tmp_path / f"{node}.db"
     migrate_file(str(db))
     config = AppServerConfig(
         secret=SECRET, host="127.0.0.1", port=0, workers=workers,
         max_workers=max_workers if max_workers is not None else max(8, workers),
         idle_timeout_s=idle_timeout_s, db=str(db), apps=apps,
-        settings={"mode": "shared", **(settings or {})}, appserver_id="as",
+        settings={"mode": "shared", **(settings or {})}, appserver_id=node,
+        store_url=store_url, bus_url=store_url,
     )
+    gateway.setdefault("bus_url", store_url)
     class_names = tuple(sorted(load_classes(apps)))
     in_process: dict[int, InProcessWorker] = {}
     async with trio.open_nursery() as worker_tasks:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,13 +123,15 @@ class Room:
 
 
 @asynccontextmanager
-async def room(url: str, count: int, nursery: trio.Nursery, *, prefix: str = "c"
-               ) -> AsyncIterator[Room]:
-    """``count`` chatters on ``url``, each named and on the user list, receiving."""
+async def room(url: str | Sequence[str], count: int, nursery: trio.Nursery, *,
+               prefix: str = "c") -> AsyncIterator[Room]:
+    """``count`` chatters on ``url`` (or on each of several in turn: many nodes), each
+    named and on the user list, receiving."""
+    urls = [url] if isinstance(url, str) else list(url)
     async with AsyncExitStack() as stack:
         chatters = []
         for i in range(count):
-            ws = await stack.enter_async_context(open_ws(url))
+            ws = await stack.enter_async_context(open_ws(urls[i % len(urls)]))
             chatter = Chatter(f"{prefix}{i}", ws)
             nursery.start_soon(chatter.receive_forever)
             await chatter.wait_for(lambda c: bool(c.statuses))
