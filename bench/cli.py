@@ -123,7 +123,7 @@ def _settings(args: argparse.Namespace) -> PlanSettings:
     else:
         systems = ()
         for name in args.systems:
-            if name == "wsgate-shared":
+            if name in ("wsgate-shared", "wsgate-nodes"):  # nodes: workers per node
                 systems += tuple(SystemSpec(name, w) for w in _ints(args.workers))
             elif name == "wsgate-private":
                 systems += (SystemSpec(name, 2, max_workers=args.private_max_workers,

@@ -17,6 +17,7 @@ COLUMNS: tuple[tuple[str, Cell, str], ...] = (
     ("system", lambda r: r.label, "{}"),
     ("clients", lambda r: r.clients, "{:d}"),
     ("deliv/s", lambda r: r.deliveries_per_s, "{:,.0f}"),
+    ("deliv/cpu-s", lambda r: r.extra.get("deliveries_per_cpu_s"), "{:,.0f}"),
     ("rt/s", lambda r: r.round_trips_per_s, "{:,.0f}"),
     ("p50 ms", lambda r: r.latency_ms["p50"], "{:.2f}"),
     ("p95 ms", lambda r: r.latency_ms["p95"], "{:.2f}"),
@@ -68,10 +69,11 @@ def render_table(results: Sequence[Result], ratios: Sequence[dict[str, Any]]) ->
     if errors:
         lines += ["", "errors:", *errors]
     if ratios:
-        lines += ["", "ratios (wsgate-shared / baseline, same run, same clients):"]
+        lines += ["", "ratios (system / baseline, same run, same clients):"]
         for ratio in ratios:
-            what = ("deliveries/s" if ratio["metric"] == "deliveries_per_s"
-                    else "echo p50 latency")
+            what = {"deliveries_per_s": "deliveries/s",
+                    "deliveries_per_cpu_s": "deliveries per CPU-second"}.get(
+                        ratio["metric"], "echo p50 latency")
             lines.append(f"  {ratio['scenario']} C={ratio['clients']}: {what} "
                          f"{ratio['system']} / {ratio['baseline']} = "
                          f"{_cell(ratio['ratio'], '{:.2f}')}")

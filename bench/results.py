@@ -80,26 +80,37 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def compute_ratios(results: Sequence[Result]) -> list[dict[str, Any]]:
-    """wsgate-shared against the baselines measured in the same run, at equal clients.
+    """wsgate-shared against the baselines measured in the same run, at equal clients
+    (and wsgate-nodes, two nodes, against wsgate-shared, one, at equal workers).
 
-    Broadcast: deliveries/s of wsgate-shared (each worker count) over each baseline's.
+    Broadcast: deliveries/s of wsgate-shared (each worker count) over each baseline's,
+    and deliveries per CPU-second of the whole system over each baseline's.
     Echo: p50 latency of wsgate-shared over each baseline's (below 1 is faster).
     Each ratio is also recorded on the wsgate result, under ``ratios``.
     """
     ratios: list[dict[str, Any]] = []
     baselines = [r for r in results if r.system.startswith("baseline-")]
-    for ours in (r for r in results if r.system == "wsgate-shared"):
-        for base in baselines:
-            if base.scenario != ours.scenario or base.clients != ours.clients:
-                continue
-            if ours.scenario == "broadcast":
-                metric = "deliveries_per_s"
-                value = _ratio(ours.deliveries_per_s, base.deliveries_per_s)
-            elif ours.scenario == "echo":
-                metric = "latency_p50"
-                value = _ratio(ours.latency_ms["p50"], base.latency_ms["p50"])
-            else:
-                continue
+    pairs = [(ours, base) for ours in results if ours.system == "wsgate-shared"
+             for base in baselines]
+    # Two nodes against one, at the same workers per node.
+    pairs += [(ours, base) for ours in results if ours.system == "wsgate-nodes"
+              for base in results if base.system == "wsgate-shared"
+              and base.extra.get("workers") == ours.extra.get("workers")]
+    for ours, base in pairs:
+        if base.scenario != ours.scenario or base.clients != ours.clients:
+            continue
+        if ours.scenario == "broadcast":
+            compared = [("deliveries_per_s",
+                         _ratio(ours.deliveries_per_s, base.deliveries_per_s)),
+                        ("deliveries_per_cpu_s",
+                         _ratio(ours.extra.get("deliveries_per_cpu_s"),
+                                base.extra.get("deliveries_per_cpu_s")))]
+        elif ours.scenario == "echo":
+            compared = [("latency_p50",
+                         _ratio(ours.latency_ms["p50"], base.latency_ms["p50"]))]
+        else:
+            continue
+        for metric, value in compared:
             ratios.append({"scenario": ours.scenario, "metric": metric,
                            "clients": ours.clients, "system": ours.label,
                            "workers": ours.extra.get("workers"), "baseline": base.system,

@@ -201,6 +201,9 @@ def run_broadcast(fleet: Fleet, system: RunningSystem, load: Load) -> Result:
     result.deliveries_per_s = round(received / window_s, 1) if window_s else None
     result.latency_ms = percentiles_ms(latencies)
     result.lost = max(0, expected - received)
+    cpu_s = extra.get("sut_cpu_s")
+    # Per unit of work: deliveries over the CPU seconds of every process of the system.
+    extra["deliveries_per_cpu_s"] = round(received / cpu_s, 1) if cpu_s else None
     extra.update(sent=total_sent, senders=sum(per_agent), expected=expected,
                  received=received, duplicates=max(0, received - expected),
                  window_s=round(window_s, 3), latency_samples=len(latencies),

@@ -2,6 +2,7 @@
 
 Names are contracts (they appear in the JSON): ``wsgate-shared`` (``wsgate run``, at
 several worker counts), ``wsgate-private`` (``wsgate run --mode private``),
+``wsgate-nodes`` (two nodes on Redis behind nginx, :mod:`bench.nodes`),
 ``baseline-trio-websocket`` and ``baseline-websockets`` (one process each, from
 :mod:`bench.baselines`), and ``external`` for ``--url`` (someone else's process: not
 started, not stopped, measured only if its PID is given).
@@ -40,8 +41,8 @@ __all__ = [
     "start_system",
 ]
 
-SYSTEM_NAMES = ("wsgate-shared", "wsgate-private", "baseline-trio-websocket",
-                "baseline-websockets")
+SYSTEM_NAMES = ("wsgate-shared", "wsgate-private", "wsgate-nodes",
+                "baseline-trio-websocket", "baseline-websockets")
 BASELINES = {"baseline-trio-websocket": "bench.baselines.trio_ws",
              "baseline-websockets": "bench.baselines.websockets_server"}
 START_TIMEOUT_S = 60.0
@@ -76,6 +77,8 @@ class SystemSpec:
         """A short name for tables and progress: the system and its worker count."""
         if self.private:
             return f"{self.name} max{self.max_workers}"
+        if self.name == "wsgate-nodes":
+            return f"{self.name} 2x w{self.workers or 1}"
         return self.name if self.workers is None else f"{self.name} w{self.workers}"
 
 
@@ -147,8 +150,13 @@ def _command(spec: SystemSpec, workdir: Path, log_level: str) -> list[str]:
     if spec.name in BASELINES:
         return [sys.executable, "-m", BASELINES[spec.name], "--host", "127.0.0.1",
                 "--port", "0", "--log-level", log_level]
+    if spec.name == "wsgate-nodes":
+        return [sys.executable, "-m", "bench.nodes", "--nodes", "2", "--workers",
+                str(spec.workers or 1), "--dir", str(workdir), "--log-level", log_level]
+    # The benchmark's load comes from one address: no per-address connect rate limit.
     command = [_wsgate(), "run", "--host", "127.0.0.1", "--port", "0",
-               "--db", str(workdir / "bench.db"), "--log-level", log_level]
+               "--db", str(workdir / "bench.db"), "--max-connect-rate", "0",
+               "--log-level", log_level]
     if spec.name == "wsgate-shared":
         return [*command, "--workers", str(spec.workers or 1)]
     if spec.private:

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 WSGATE = shutil.which("wsgate", path=str(Path(sys.executable).parent)) or "wsgate"
-SYSTEMS = {"wsgate-shared", "wsgate-private", "baseline-trio-websocket", "baseline-websockets"}
+SYSTEMS = {"wsgate-shared", "wsgate-private", "wsgate-nodes", "baseline-trio-websocket",
+           "baseline-websockets"}
 SCENARIOS = {"idle", "broadcast", "echo"}
 CORE_KEYS = {"scenario", "system", "clients", "deliveries_per_s", "round_trips_per_s",
              "latency_ms", "lost", "rss_per_socket_kb", "processes"}
-RUN_TIMEOUT_S = 110
+RUN_TIMEOUT_S = 240
 
 
 @pytest.mark.slow
@@ -53,3 +54,9 @@ def test_quick_bench_measures_every_system_without_loss(tmp_path: Path) -> None:
     # Private mode holds a worker per socket: refusals start once the pool is full.
     assert 1 <= private_idle["sockets_until_503"] <= private_idle["max_workers"]
     assert any(ratio["ratio"] for ratio in doc["ratios"])
+    # Two nodes: Redis, nginx and both nodes' processes are all counted, and the
+    # broadcast is compared with one node's at the same workers.
+    idle = {r["system"]: r for r in results if r["scenario"] == "idle"}
+    assert idle["wsgate-nodes"]["processes"] > 2 * idle["wsgate-shared"]["processes"]
+    assert any(ratio["baseline"] == "wsgate-shared" and ratio["ratio"]
+               for ratio in doc["ratios"] if ratio["system"].startswith("wsgate-nodes"))
