@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds before an idle worker above --workers exits "
                              "(IRIS: No Activity Timeout; default 60)")
     parser.add_argument("--node-ttl", type=float, default=15.0, metavar="S",
-                        help="seconds a gateway may stay unlinked before its sockets count "
-                             "as gone and their OnPostServer runs here (default 15)")
+                        help="a gateway no worker is linked to counts as gone, and its "
+                             "sockets' OnPostServer runs, within S seconds (default 15)")
     parser.add_argument("--link-heartbeat", type=float, default=5.0, metavar="S",
                         help="heartbeat period of the links; a gateway silent for three "
                              "periods is dead (default 5)")

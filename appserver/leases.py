@@ -10,8 +10,9 @@ whichever worker (or node) gets there first. Each worker renews, every quarter o
 lease lapsed, the next sweep, by any worker, claims its sockets and runs their
 OnPostServer (the chat: the users leave the list, and the room hears of it). A socket
 its gateway later tries to resume is then closed instead (1001), since its session
-ended. A worker that could not reach the store sweeps again only after a whole ttl of
-reaching it: leases that lapsed while Redis was down are renewed first by their nodes.
+ended. A worker that could not reach the store, or has just started, sweeps only after a
+whole ttl of reaching it: leases that lapsed while Redis (or the app server) was down
+are renewed first by their nodes.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ async def keep_leases(runtime: WorkerRuntime) -> None:
     """
     ttl = runtime.node_ttl_s
     ticks = 0
-    unreachable_at = -float("inf")
+    # A worker that just started (the app server restarted) sweeps only after a whole
+    # ttl too: nobody renewed its gateways' leases while it was away, and they need
+    # the time to link again and be renewed before they look gone.
+    unreachable_at = trio.current_time()
     while True:
         gateways = sorted({link.gateway_id for link in runtime.links.values() if link.up})
         try:
@@ -67,6 +71,7 @@ async def keep_leases(runtime: WorkerRuntime) -> None:
             # meanwhile: sweep only once every live node had a ttl to renew its own.
             if now - unreachable_at >= ttl:
                 await sweep(runtime)
+                runtime.sweeps += 1
             ticks += 1
             if ticks % 100 == 0:
                 await runtime.store.forget_finished(FINISHED_KEPT_S)

@@ -40,11 +40,13 @@ class SupervisorCollector:
         supervisor = self.supervisor
         workers = [w for w in supervisor.workers.values() if w.alive]
         busy = sum(1 for w in workers if w.links)
-        totals = {"sockets": 0.0, "commits": 0.0, "writes": 0.0, "commit_seconds": 0.0}
+        totals = {"sockets": 0.0, "commits": 0.0, "writes": 0.0, "commit_seconds": 0.0,
+                  "sweeps": 0.0}
         for worker in workers:
             for key in totals:
                 totals[key] += worker.stats.get(key, 0)
-        for key in ("commits", "writes", "commit_seconds"):  # counters include the departed
+        # counters include the departed
+        for key in ("commits", "writes", "commit_seconds", "sweeps"):
             totals[key] += supervisor.departed.get(key, 0)
         states = GaugeMetricFamily("wsgate_appserver_workers",
                                    "Worker processes, busy (serving a link) or idle.",
@@ -67,6 +69,9 @@ class SupervisorCollector:
                                   sum_value=totals["commit_seconds"])
         yield CounterMetricFamily("wsgate_appserver_store_writes",
                                   "Writes committed to the store.", value=totals["writes"])
+        yield CounterMetricFamily("wsgate_appserver_lease_sweeps",
+                                  "Sweeps for the sockets of gateways whose lease lapsed "
+                                  "(appserver/leases.py).", value=totals["sweeps"])
         up = reachability(supervisor)
         yield GaugeMetricFamily("wsgate_appserver_store_up",
                                 "1 while every worker's last store call reached the store.",
@@ -83,7 +88,7 @@ def reachability(supervisor: Supervisor) -> dict[str, int]:
     workers = [w for w in supervisor.workers.values() if w.alive]
     up = {"store": min((int(w.stats.get("store_up", 1)) for w in workers), default=1)}
     if supervisor.config.bus_url:
-        up["bus"] = min((int(w.stats.get("bus_up", 0)) for w in workers), default=0)
+        up["bus"] = min((int(w.stats.get("bus_up", 0)) for w in workers), default=1)
     return up
 
 

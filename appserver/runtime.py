@@ -94,6 +94,8 @@ class WorkerRuntime:
         self._port_gone = trio.Event()
         #: A gateway not renewed for this long counts as gone (appserver/leases.py).
         self.node_ttl_s = node_ttl_s
+        #: Sweeps for lapsed gateways' sockets this worker has run (for /metrics).
+        self.sweeps = 0
         #: The way to gateways of other nodes (appserver/bus.py), when there are nodes.
         self.bus = bus
         #: The worker is stopping: it takes no new socket, and its sockets stay open at

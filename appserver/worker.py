@@ -108,7 +108,8 @@ async def _report_stats(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
     while True:
         report = {"event": "stats", "sockets": len(runtime.ports),
                   "commits": stats.commits, "writes": stats.writes,
-                  "commit_seconds": stats.commit_seconds, "store_up": int(stats.up)}
+                  "commit_seconds": stats.commit_seconds, "store_up": int(stats.up),
+                  "sweeps": runtime.sweeps}
         if runtime.bus is not None:
             report["bus_up"] = int(runtime.bus.up)
         send_control(ctrl, report)

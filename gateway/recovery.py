@@ -15,8 +15,9 @@ without the browsers noticing:
   (closed while detached, private, or closed and its OnPostServer not done yet: the
   worker says ``Done`` when it has run it) is an *orphan*: the next worker that can is
   sent ``Resume(ended=True)`` and runs that OnPostServer for it (the chat: the user
-  leaves the list). A worker lost while running an OnPostServer has it run again
-  elsewhere: an OnPostServer should be idempotent (the chat's is).
+  leaves the list). A worker lost while running an OnPostServer leaves it unfinished:
+  it was claimed in the store before it began, so no other worker runs it again (at
+  most once; the chat's is short, and idempotent).
 """
 
 from __future__ import annotations

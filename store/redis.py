@@ -23,7 +23,7 @@ Keys (``{room}``, ``{wsid}``, ``{gw}`` are names)::
     socket:{wsid}            hash   the registry: gateway, class, state, finished
     gw:{gw}:sockets          set    a gateway's open registered sockets
     registry:gateways        set    gateways with registered sockets
-    lease:{gw}               a gateway's lease (expires after --node-ttl)
+    lease:{gw}               a gateway's lease (expires 0.7 x --node-ttl after a renewal)
     gateways                 set    gateways that had a lease (the bus's targets)
     bus:{gw}                 stream the frames other nodes send that gateway
     errors                   list   JSON; errors:id the last id

@@ -273,11 +273,12 @@ class ChatStore:
                         (gateway, expires))
 
     def lapsed_sockets(self, limit: int = 1000) -> list[tuple[str, str, str, str]]:
-        """Open sockets whose gateway's lease lapsed: (wsid, gateway, class, state)."""
+        """Open sockets whose gateway's lease lapsed, or that never had one (as in
+        Redis: a missing lease is a lapsed one): (wsid, gateway, class, state)."""
         rows = self.db.execute(
             "SELECT s.wsid, s.gateway, s.class_name, s.state FROM sockets AS s "
-            "JOIN gateways AS g ON g.id = s.gateway "
-            "WHERE s.finished = 0 AND g.expires_at < ? LIMIT ?",
+            "LEFT JOIN gateways AS g ON g.id = s.gateway "
+            "WHERE s.finished = 0 AND (g.expires_at IS NULL OR g.expires_at < ?) LIMIT ?",
             (time.time(), limit))
         return [(str(w), str(g), str(c), str(st)) for w, g, c, st in rows.fetchall()]
 

@@ -68,7 +68,7 @@ from gateway.link.events import (
 
 __all__ = ["PROTOCOL_VERSION", "LinkConnection", "LinkState", "Role"]
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 _LENGTH = struct.Struct(">I")
 

@@ -13,6 +13,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from tests.conftest import StartRun
+from tests.e2e.test_metrics import appserver_metrics, metric
 from tests.faults.chatload import room
 from tests.faults.test_worker_crash import stored_lines
 from tests.support import WSGATE, Process, System, children_of, open_ws, pids_alive
@@ -40,11 +41,12 @@ def stop_appserver(system: System, how: int) -> None:
     assert pids_alive(workers) == []
 
 
-def restart_appserver(system: System, tmp_path: Path, secret_file: Path, port: int) -> None:
+def restart_appserver(system: System, tmp_path: Path, secret_file: Path, port: int,
+                      *extra: str) -> None:
     """Start the app server again on the same port, store and secret."""
     env = {k: v for k, v in os.environ.items() if k != "WSGATE_SECRET"}
     again = Process([WSGATE, "appserver", "--listen", f"127.0.0.1:{port}", "--workers", "2",
-                     "--db", str(system.db), "--secret-file", str(secret_file)],
+                     "--db", str(system.db), "--secret-file", str(secret_file), *extra],
                     log_path=tmp_path / "appserver-again.log", env=env)
     again.wait_for_line(r"listening on ")
     system.processes[0] = again
@@ -99,3 +101,35 @@ async def test_appserver_restart_keeps_shared_sockets_and_delivers_what_was_held
     assert stored_lines(system) == {line: 1 for c in r.chatters for line in c.sent}
     gateway_log = system.processes[1].log()
     assert "linked again" in gateway_log
+
+
+async def test_appserver_away_longer_than_node_ttl_keeps_every_session(
+    start_split: StartRun, tmp_path: Path, secret_file: Path,
+) -> None:
+    """kill -9 of the whole app server for longer than --node-ttl (2 s here): nobody
+    renewed the gateway's lease meanwhile, yet the gateway was alive all along, so the
+    new app server's sweeps (counted in /metrics) end no session: every socket stays
+    open, nobody leaves the user list, and the room chats on, once each and in order."""
+    ttl = ("--node-ttl", "2")
+    system = start_split(workers=2, appserver_extra=ttl)
+    port = appserver_port(system)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery, \
+                room(system.ws_url(), SHARED, nursery) as r:
+            await trio.to_thread.run_sync(stop_appserver, system, signal.SIGKILL)
+            await trio.sleep(3.0)  # the fault: an outage longer than the ttl
+            await trio.to_thread.run_sync(restart_appserver, system, tmp_path, secret_file,
+                                          port, *ttl)
+            await trio.to_thread.run_sync(system.wait_healthy, 2)
+            # Wait for sweeps that ran after the workers' first ttl: each would have
+            # ended the sessions if it took the lapsed lease for a dead gateway.
+            sweeps = "wsgate_appserver_lease_sweeps_total"
+            while metric(appserver_metrics(system), sweeps) < 4:  # noqa: ASYNC110
+                await trio.sleep(0.2)  # another process's counter
+            for chatter in r.chatters:
+                await chatter.say(f"{chatter.name} after")
+            await r.all_received()
+            assert r.problems() == {}  # no socket closed, every line once, in order
+            assert r.userlist_problems() == {}
+            assert all(len(c.userlists[-1]) == SHARED for c in r.chatters)
+            nursery.cancel_scope.cancel()

@@ -147,6 +147,18 @@ async def test_the_sockets_of_a_gateway_whose_lease_lapsed_are_listed(spec: str)
             assert await store.lapsed_sockets() == []
 
 
+async def test_a_socket_whose_gateway_never_had_a_lease_counts_as_lapsed(
+    spec: str,
+) -> None:
+    """Both engines: no lease at all is a lapsed lease (a worker registers a socket
+    only after renewing its gateway's lease, so such a gateway is gone)."""
+    with trio.fail_after(30):
+        async with store_of(spec) as store:
+            await store.register_socket("never-1", "never", "user/Chat.Server", "{}")
+            assert await store.lapsed_sockets() == [
+                ("never-1", "never", "user/Chat.Server", "{}")]
+
+
 async def test_errors_are_numbered_and_kept_in_order(spec: str) -> None:
     """Recorded errors get increasing ids and come back oldest first."""
     with trio.fail_after(30):
