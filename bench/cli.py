@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LOADGEN_PROCS = max(2, min(4, os.cpu_count() or 2))
 #: ``--quick``: every system and scenario, a few clients, about a second each.
 QUICK = {"workers": "1", "clients": "8", "echo_clients": "2", "idle_sockets": 20,
-         "senders": 2, "duration": 1.0, "private_max_workers": 3}
+         "senders": 2, "duration": 1.0, "private_max_workers": 3, "handshakes": 20,
+         "handshake_in_flight": "1,10", "storm_sockets": 20}
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``wsgate bench`` flags."""
     what = parser.add_argument_group("what to measure")
     what.add_argument("--scenarios", type=_names(SCENARIOS), default=SCENARIOS,
-                      help="idle,broadcast,echo (default all)")
+                      help=f"{','.join(SCENARIOS)} (default all)")
     what.add_argument("--systems", type=_names(SYSTEM_NAMES), default=SYSTEM_NAMES,
                       help=f"{','.join(SYSTEM_NAMES)} (default all)")
     what.add_argument("--workers", default="1,2,4", help="worker counts of wsgate-shared")
@@ -71,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--echo-clients", default="1,10", help="echo client counts")
     what.add_argument("--idle-sockets", type=int, default=1000, metavar="N",
                       help="sockets the idle scenario opens (default 1000)")
+    what.add_argument("--handshakes", type=int, default=2000, metavar="N",
+                      help="handshakes per handshake step (default 2000)")
+    what.add_argument("--handshake-in-flight", default="1,100", metavar="K,...",
+                      help="handshakes in flight at once, a step each (default 1,100)")
+    what.add_argument("--storm-sockets", type=int, default=10_000, metavar="N",
+                      help="sockets the reconnect storm drops and reopens (default 10000)")
     what.add_argument("--quick", action="store_true",
                       help="a tiny run: every system and scenario, a few clients, ~1 s each")
     load = parser.add_argument_group("load")
@@ -138,7 +145,9 @@ def _settings(args: argparse.Namespace) -> PlanSettings:
                         clients=_ints(args.clients), echo_clients=_ints(args.echo_clients),
                         idle_sockets=args.idle_sockets, load=load,
                         private_senders=args.private_senders,
-                        sut_log_level=args.sut_log_level)
+                        sut_log_level=args.sut_log_level, handshakes=args.handshakes,
+                        handshake_in_flight=_ints(args.handshake_in_flight),
+                        storm_sockets=args.storm_sockets)
 
 
 def _measure(settings: PlanSettings, loadgen_procs: int) -> tuple[list[Result], bool]:
@@ -154,7 +163,7 @@ def _measure(settings: PlanSettings, loadgen_procs: int) -> tuple[list[Result], 
             if fleet.broken:  # late replies would answer the next step's commands
                 fleet.close()
                 fleet = Fleet(loadgen_procs)
-            progress.step_done()
+            progress.step_done(results[-1])
         progress.finish()
     except KeyboardInterrupt:
         # run_step has stopped its system on the way out; report what was measured.

@@ -11,8 +11,10 @@ benchmark exact:
 * received frames are split by reading only their two-to-ten-byte headers (section
   5.2); a server's frames are never masked (section 5.1), so a set mask bit is an error.
   A text frame is classified by its first bytes (``bytes.startswith`` at an offset,
-  no copy); only where latency is sampled is the chat's ``Message`` field cut out and
-  base64-decoded, and nothing else is parsed.
+  no copy). Every chat message is checked: its ``Message`` field is cut out and
+  base64-decoded (``b:<sender>:<seq>:<ns>``), and each sender's numbers must arrive in
+  order, without a gap or a repeat, on every socket (:meth:`ClientSocket.check`);
+  where latency is sampled the send time is read too. Nothing else is parsed.
 
 A socket is driven by :mod:`bench.loadgen`'s selector loop, which calls :meth:`feed`
 with what ``recv`` returned and the time it returned it.
@@ -105,9 +107,9 @@ class ClientSocket:
 
     __slots__ = (
         "accept", "buf", "chat", "echo_expect", "echo_sent_ns", "echoes", "fd",
-        "fragments", "index", "last_ns", "latencies", "mismatches", "other", "out",
-        "own_id", "own_received",
-        "phase", "reject_status", "settled", "sock", "status", "timed",
+        "fragments", "index", "last_ns", "latencies", "mismatches", "missing", "other",
+        "out", "out_of_order", "own_id", "own_received", "phase", "reject_status",
+        "repeats", "seen", "settled", "sock", "started_ns", "status", "timed",
     )
 
     def __init__(self, index: int, sock: socket.socket, latencies: array[int]) -> None:
@@ -129,6 +131,12 @@ class ClientSocket:
         #: A sender's id in the chat text, and how many of its own messages came back.
         self.own_id = b""
         self.own_received = 0
+        #: Per sender: the highest number seen, and the numbers skipped so far (a gap:
+        #: lost unless they come late, out of order); repeats and late arrivals.
+        self.seen: dict[bytes, int] = {}
+        self.missing: dict[bytes, set[int]] = {}
+        self.repeats = 0
+        self.out_of_order = 0
         #: The echo scenario: the payload we wait to see again, and when we sent it.
         self.echo_expect: bytes | None = None
         self.echo_sent_ns = 0
@@ -138,6 +146,8 @@ class ClientSocket:
         self.reject_status = 0
         #: True once the connect attempt is over, opened or not (the loop counts it once).
         self.settled = False
+        #: When the connect began (a handshake's latency runs from here to open).
+        self.started_ns = 0
 
     def feed_upgrade(self, data: bytes, now_ns: int) -> bool:
         """Take bytes of the upgrade answer; True once the socket is open.
@@ -211,12 +221,14 @@ class ClientSocket:
         if buf.startswith(_CHAT_PREFIX, start):
             self.chat += 1
             self.last_ns = now_ns
+            # The chat text is "b:<sender>:<seq>:<monotonic ns at send>".
+            field_start = start + _CHAT_FIELD_OFFSET
+            text = a2b_base64(buf[field_start:buf.index(b'"', field_start, end)])
+            _, sender, seq, sent_ns = text.split(b":", 3)
+            self.check(sender, int(seq))
             if self.timed:
-                # The chat text is "b:<sender>:<seq>:<monotonic ns at send>".
-                field_start = start + _CHAT_FIELD_OFFSET
-                text = a2b_base64(buf[field_start:buf.index(b'"', field_start, end)])
-                self.latencies.append(now_ns - int(text[text.rindex(b":") + 1:]))
-                if text[2:text.index(b":", 2)] == self.own_id:
+                self.latencies.append(now_ns - int(sent_ns))
+                if sender == self.own_id:
                     self.own_received += 1
         elif self.echo_expect is not None:
             if buf[start:end] == self.echo_expect:
@@ -230,6 +242,37 @@ class ClientSocket:
             self.status += 1
         else:
             self.other += 1
+
+    def check(self, sender: bytes, seq: int) -> None:
+        """Message ``seq`` of ``sender`` arrived: count a repeat, a late arrival (it
+        fills a gap) or a gap (numbers skipped, missing until they come)."""
+        last = self.seen.get(sender, -1)
+        if seq == last + 1:
+            self.seen[sender] = seq
+        elif seq > last:
+            self.missing.setdefault(sender, set()).update(range(last + 1, seq))
+            self.seen[sender] = seq
+        else:
+            gap = self.missing.get(sender)
+            if gap is not None and seq in gap:
+                gap.discard(seq)
+                self.out_of_order += 1
+            else:
+                self.repeats += 1
+
+    def lost(self, sent: dict[bytes, int]) -> int:
+        """Messages of ``sent`` (sender -> how many it sent) this socket never got."""
+        lost = 0
+        for sender, count in sent.items():
+            last = self.seen.get(sender, -1)
+            lost += max(0, count - 1 - last) + len(self.missing.get(sender, ()))
+        return lost
+
+    def reset_checks(self) -> None:
+        """Forget what was checked (a new scenario begins)."""
+        self.seen = {}
+        self.missing = {}
+        self.repeats = self.out_of_order = 0
 
     def _on_frame(self, head: int, payload: bytes, now_ns: int) -> None:
         """Everything but a whole text message: fragments, control frames, binary."""

@@ -51,6 +51,8 @@ _READ = select.EPOLLIN
 _WRITE = select.EPOLLOUT
 _READ_OR_HANGUP = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 MAX_EVENTS = 4096
+#: A connect that failed in a reconnect storm is tried again this much later.
+RETRY_NS = 50_000_000
 
 Message = dict[str, Any]
 
@@ -86,9 +88,32 @@ class _Connecting:
         self.first_reject_opened: int | None = None
         self.start_ns = self.last_open_ns = time.monotonic_ns()
         self.deadline_ns = self.start_ns + int(message["timeout_s"] * _NS_PER_S)
+        #: Each opened socket's handshake: from its connect to its open (ns).
+        self.handshakes: array[int] = array("q")
+        #: A refused or failed attempt is tried again (a reconnect storm: the server is
+        #: coming back), after RETRY_NS, instead of being counted.
+        self.retry: bool = message.get("retry", False)
+        self.retries = 0
+        self.retry_at: list[int] = []
 
     def done(self) -> bool:
-        return not self.left and not self.in_flight
+        return not self.left and not self.in_flight and not self.retry_at
+
+
+class _AllClosed(Task):
+    """Wait until the server has closed every socket (a gateway restart)."""
+
+    def __init__(self, clients: list[ClientSocket], deadline_ns: int) -> None:
+        self.clients = clients
+        self.deadline_ns = deadline_ns
+
+    def done(self) -> bool:
+        return all(c.phase is Phase.CLOSED for c in self.clients)
+
+    def report(self, timed_out: bool) -> Message:
+        return {"op": "all_closed", "still_open": sum(c.phase is not Phase.CLOSED
+                                                      for c in self.clients),
+                "closed_ns": time.monotonic_ns()}
 
 
 class Agent:
@@ -134,6 +159,8 @@ class Agent:
                 elif events & _READ_OR_HANGUP:
                     self._readable(client)
             now_ns = time.monotonic_ns()
+            if self.connecting is not None and self.connecting.retry_at:
+                self._start_connects()
             if self.task is not None:
                 self.task.tick(now_ns)
             if now_ns >= self.next_check_ns:
@@ -173,6 +200,10 @@ class Agent:
         if connecting is None:
             return
         host, port, _ = connecting.target
+        now_ns = time.monotonic_ns()
+        while connecting.retry_at and connecting.retry_at[0] <= now_ns:
+            connecting.retry_at.pop(0)
+            connecting.left += 1
         while connecting.left and connecting.in_flight < connecting.concurrency:
             connecting.left -= 1
             connecting.in_flight += 1
@@ -180,6 +211,7 @@ class Agent:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = ClientSocket(len(self.clients), sock, self.latencies)
+            client.started_ns = now_ns
             self.clients.append(client)
             self.by_fd[client.fd] = client
             self.epoll.register(client.fd, _WRITE)
@@ -209,7 +241,8 @@ class Agent:
             client.settled = True
             connecting.in_flight -= 1
             connecting.opened += 1
-            connecting.last_open_ns = time.monotonic_ns()
+            connecting.last_open_ns = now_ns = time.monotonic_ns()
+            connecting.handshakes.append(now_ns - client.started_ns)
             self._start_connects()
 
     def _fail(self, client: ClientSocket, why: str) -> None:
@@ -220,6 +253,10 @@ class Agent:
             return
         client.settled = True
         connecting.in_flight -= 1
+        if connecting.retry:
+            connecting.retries += 1
+            connecting.retry_at.append(time.monotonic_ns() + RETRY_NS)
+            return
         if client.reject_status:
             status = client.reject_status
             connecting.rejected[status] = connecting.rejected.get(status, 0) + 1
@@ -234,7 +271,8 @@ class Agent:
             if not client.settled:
                 self._drop(client)
         self._reply({"op": "connected", "opened": connecting.opened,
-                     "rejected": connecting.rejected,
+                     "rejected": connecting.rejected, "retries": connecting.retries,
+                     "handshakes": connecting.handshakes.tobytes(),
                      "first_reject_opened": connecting.first_reject_opened,
                      "start_ns": connecting.start_ns, "end_ns": connecting.last_open_ns,
                      "timed_out": timed_out})
@@ -320,6 +358,11 @@ class Agent:
 
     def _handle_echo(self, message: Message) -> None:
         self.task = Echo(self._open_clients(), self.latencies, self.send, message)
+
+    def _handle_await_closed(self, message: Message) -> None:
+        """Reply once every socket is closed (by the server: a gateway restart), or at
+        the deadline; then forget them."""
+        self.task = _AllClosed(self.clients, message["deadline_ns"])
 
     def _handle_close(self, message: Message) -> None:
         self._close_all()

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,11 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["NGINX_EXAMPLE", "nginx_main", "redis_command", "render_nginx"]
+from bench.launch import free_port, start, stop, wait_line, wait_port
+
+__all__ = ["NGINX_EXAMPLE", "free_port", "nginx_main", "redis_command", "render_nginx"]
 
 NGINX_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "nginx" / "wsgate.conf"
-START_TIMEOUT_S = 60.0
-STOP_GRACE_S = 15.0
 _NODE_READY = re.compile(r"chat ready at (\S+) ")
 
 _NGINX_MAIN = """\
@@ -98,55 +97,6 @@ def redis_command(directory: Path, port: int) -> list[str]:
             "--daemonize", "no", "--protected-mode", "yes"]
 
 
-def free_port() -> int:
-    """A port nobody listens on now (the kernel's pick)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes], name: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.05)
-    raise RuntimeError(f"{name} did not listen on {port} (exit code {process.poll()})")
-
-
-def _wait_ready(process: subprocess.Popen[bytes], log: Path) -> str:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        match = _NODE_READY.search(log.read_text(errors="replace"))
-        if match:
-            return match[1]
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError(f"a node did not start (exit code {process.poll()}): "
-                       f"{log.read_text(errors='replace')[-2000:]}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _start(command: list[str], directory: Path, name: str) -> subprocess.Popen[bytes]:
-    with open(directory / f"{name}.log", "wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-
-
 def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -158,25 +108,25 @@ def run(nodes: int, workers: int, directory: Path, log_level: str) -> int:
     try:
         redis_port = free_port()
         (directory / "redis").mkdir(parents=True, exist_ok=True)
-        redis = _start(redis_command(directory / "redis", redis_port), directory, "redis")
+        redis = start(redis_command(directory / "redis", redis_port), directory, "redis")
         started.append(redis)
-        _wait_port(redis_port, redis, "redis-server")
+        wait_port(redis_port, redis, "redis-server")
         store = f"redis://127.0.0.1:{redis_port}/0"
         wsgate = shutil.which("wsgate", path=os.path.dirname(sys.executable)) or "wsgate"
         ports = []
         for n in range(nodes):
-            node = _start([wsgate, "run", "--host", "127.0.0.1", "--port", "0",
+            node = start([wsgate, "run", "--host", "127.0.0.1", "--port", "0",
                            "--workers", str(workers), "--store", store,
                            "--max-connect-rate", "0", "--log-level", log_level],
                           directory, f"node{n}")
             started.append(node)
-            url = _wait_ready(node, directory / f"node{n}.log")
+            url = wait_line(node, directory / f"node{n}.log", _NODE_READY)[1]
             ports.append(int(url.rstrip("/").rsplit(":", 1)[1]))
         port = free_port()
         (directory / "nginx").mkdir(parents=True, exist_ok=True)
-        nginx = _start(nginx_main(directory / "nginx", port, ports), directory, "nginx")
+        nginx = start(nginx_main(directory / "nginx", port, ports), directory, "nginx")
         started.append(nginx)
-        _wait_port(port, nginx, "nginx")
+        wait_port(port, nginx, "nginx")
         print(f"wsgate nodes: chat ready at http://127.0.0.1:{port}/ ({nodes} nodes on "
               f"{store}, gateways {ports})", flush=True)
         while all(p.poll() is None for p in started):
@@ -187,7 +137,7 @@ def run(nodes: int, workers: int, directory: Path, log_level: str) -> int:
         return 0
     finally:
         for process in reversed(started):  # nginx, the nodes, then Redis
-            _stop(process)
+            stop(process)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,14 +15,21 @@ from dataclasses import dataclass, replace
 from bench.cost import settle
 from bench.fleet import Fleet, FleetError
 from bench.results import Result
-from bench.scenarios import Load, run_broadcast, run_echo, run_idle
+from bench.scenarios import (
+    Load,
+    run_broadcast,
+    run_echo,
+    run_handshake,
+    run_idle,
+    run_storm,
+)
 from bench.systems import RunningSystem, SystemSpec, SystemStartError, start_system
 
 __all__ = ["PlanSettings", "Step", "build_plan", "run_step"]
 
 log = logging.getLogger(__name__)
 
-SCENARIOS = ("idle", "broadcast", "echo")
+SCENARIOS = ("idle", "broadcast", "echo", "handshake", "storm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,11 @@ class PlanSettings:
     #: Private mode: senders in a broadcast (the others only listen, so they poll).
     private_senders: int = 1
     sut_log_level: str = "WARNING"
+    #: The handshake scenario: how many, and how many in flight at once (each a step).
+    handshakes: int = 2000
+    handshake_in_flight: tuple[int, ...] = (1, 100)
+    #: The reconnect storm (wsgate-shared only): sockets dropped by a gateway restart.
+    storm_sockets: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +78,17 @@ def build_plan(settings: PlanSettings) -> list[Step]:
     steps: list[Step] = []
     for spec in settings.systems:
         for scenario in settings.scenarios:
+            if scenario == "handshake":
+                # a private socket holds a worker process: not a handshake rate
+                if not spec.private and spec.url is None:
+                    steps += [Step(scenario, spec, n) for n in settings.handshake_in_flight]
+                continue
+            if scenario == "storm":
+                # only a gateway the benchmark can restart (bench/split.py)
+                if spec.name == "wsgate-shared":
+                    steps.append(Step(scenario, replace(spec, split=True),
+                                      settings.storm_sockets))
+                continue
             if scenario == "idle":
                 counts: tuple[int, ...] = (settings.idle_sockets,)
                 if spec.private:
@@ -86,13 +109,18 @@ def _load_for(step: Step, settings: PlanSettings) -> Load:
     return load
 
 
-def _carry_out(fleet: Fleet, system: RunningSystem, step: Step, load: Load) -> Result:
+def _carry_out(fleet: Fleet, system: RunningSystem, step: Step, load: Load,
+               settings: PlanSettings) -> Result:
     if step.scenario == "idle":
         return run_idle(fleet, system, step.clients, load, until_refused=step.spec.private)
     if step.scenario == "broadcast":
         return run_broadcast(fleet, system, load)
     if step.scenario == "echo":
         return run_echo(fleet, system, load)
+    if step.scenario == "handshake":
+        return run_handshake(fleet, system, settings.handshakes, step.clients, load)
+    if step.scenario == "storm":
+        return run_storm(fleet, system, step.clients, load)
     raise ValueError(f"unknown scenario {step.scenario!r}")
 
 
@@ -107,7 +135,7 @@ def run_step(fleet: Fleet, step: Step, settings: PlanSettings) -> Result:
     try:
         system = start_system(step.spec, log_level=settings.sut_log_level)
         settle(system)
-        result = _carry_out(fleet, system, step, load)
+        result = _carry_out(fleet, system, step, load, settings)
     except (SystemStartError, FleetError, OSError) as exc:
         log.error("%s failed: %s", step.text, exc)
         log.debug("%s", traceback.format_exc())

@@ -23,10 +23,14 @@ COLUMNS: tuple[tuple[str, Cell, str], ...] = (
     ("p95 ms", lambda r: r.latency_ms["p95"], "{:.2f}"),
     ("p99 ms", lambda r: r.latency_ms["p99"], "{:.2f}"),
     ("lost", lambda r: r.lost, "{:d}"),
+    ("dup", lambda r: r.extra.get("duplicates"), "{:d}"),
+    ("late", lambda r: r.extra.get("out_of_order"), "{:d}"),
     ("KB/sock", lambda r: r.rss_per_socket_kb, "{:,.1f}"),
     ("marg KB", lambda r: r.extra.get("rss_marginal_per_socket_kb"), "{:,.1f}"),
     ("procs", lambda r: r.processes, "{:d}"),
-    ("conn/s", lambda r: r.extra.get("connect_per_s"), "{:,.0f}"),
+    ("conn/s", lambda r: r.extra.get("connect_per_s") or r.extra.get("handshakes_per_s"),
+     "{:,.0f}"),
+    ("storm s", lambda r: r.extra.get("storm_s"), "{:.2f}"),
     ("503 at", lambda r: r.extra.get("sockets_until_503"), "{:d}"),
     ("lg cpu%", lambda r: _percent(r.extra.get("loadgen_cpu_share")), "{:.0f}"),
     ("sut cpu s", lambda r: r.extra.get("sut_cpu_s"), "{:.2f}"),
@@ -77,7 +81,11 @@ def render_table(results: Sequence[Result], ratios: Sequence[dict[str, Any]]) ->
             lines.append(f"  {ratio['scenario']} C={ratio['clients']}: {what} "
                          f"{ratio['system']} / {ratio['baseline']} = "
                          f"{_cell(ratio['ratio'], '{:.2f}')}")
-    lines += ["", "lg cpu%: the load generators' CPU as a share of the whole machine "
+    lines += ["", "deliv/cpu-s: deliveries per CPU-second of every process of the system; "
+                  "lost, dup, late: counted per socket and per sender; conn/s: handshakes "
+                  "per second (idle, handshake: clients = handshakes in flight); storm s: "
+                  "seconds from a gateway restart until every socket is open again; "
+                  "lg cpu%: the load generators' CPU as a share of the whole machine "
                   "(all cores) while measuring; sut cpu s: CPU seconds of the system "
                   "under test in that time; mach cpu%: how busy the whole machine was."]
     return "\n".join(lines)

@@ -4,10 +4,12 @@
 * ``broadcast``: C chat clients in one room, S of them send for D seconds, every
   client (sender included) receives every message. A sender sends R messages/s (open
   loop) or, with R = 0, its next message as soon as its last one came back to it
-  (closed loop: the system runs flat out, with bounded queues). Deliveries are counted
-  exactly, per client, and whatever has not arrived when the drain timeout ends is
-  lost; latency is the receive time minus the send time carried in the message
-  (CLOCK_MONOTONIC is one clock for every process of the machine).
+  (closed loop: the system runs flat out, with bounded queues). Every client checks
+  every message: each sender's numbers must arrive in order, with no gap and no
+  repeat; what has not arrived when the drain timeout ends is lost. Loss, repeats and
+  late arrivals are counted per socket and summed, never netted; latency is the
+  receive time minus the send time carried in the message (CLOCK_MONOTONIC is one
+  clock for every process of the machine).
 * ``echo``: C clients, each doing sequential round trips through the echo class.
 
 Each phase starts on every load generator at once (:meth:`bench.fleet.Fleet.ask`);
@@ -28,7 +30,8 @@ from bench.fleet import Fleet, Message, split
 from bench.results import Result, percentiles_ms
 from bench.systems import RunningSystem
 
-__all__ = ["CHAT_PATH", "ECHO_PATH", "Load", "run_broadcast", "run_echo", "run_idle"]
+__all__ = ["CHAT_PATH", "ECHO_PATH", "Load", "run_broadcast", "run_echo", "run_handshake",
+           "run_idle", "run_storm"]
 
 CHAT_PATH = "/csp/user/Chat.Server.cls"
 ECHO_PATH = "/csp/user/Echo.Server.cls"
@@ -38,6 +41,8 @@ START_DELAY_NS = 200_000_000
 IDLE_SETTLE_S = 1.0
 _NS_PER_S = 1e9
 _REPLY_MARGIN_S = 60.0
+#: The reconnect storm: handshakes in flight at once over all load generators.
+STORM_IN_FLIGHT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,10 @@ class _Opened:
     first_reject_opened: int | None
     seconds: float
     errors: dict[str, int]
+    #: Every opened socket's handshake, connect to open (ns).
+    handshakes_ns: list[int]
+    retries: int
+    end_ns: int
 
     @property
     def total(self) -> int:
@@ -73,8 +82,11 @@ class _Opened:
 
 
 def _connect(fleet: Fleet, system: RunningSystem, path: str, count: int, load: Load, *,
-             wait_status: bool, stop_on_reject: bool = False) -> _Opened:
-    """Open ``count`` sockets, spread over the load generators.
+             wait_status: bool, stop_on_reject: bool = False, in_flight: int | None = None,
+             retry: bool = False) -> _Opened:
+    """Open ``count`` sockets, spread over the load generators, ``in_flight`` at most
+    at once in all (default: ``connect_concurrency`` per load generator); ``retry``:
+    try a refused or failed connect again (the server is coming back).
 
     Private sockets are opened one at a time, from one load generator: each may have
     to wait for the app server to start a worker process for it, and opened together
@@ -82,14 +94,17 @@ def _connect(fleet: Fleet, system: RunningSystem, path: str, count: int, load: L
     """
     host, port = system.address
     path = system.ws_path(path)
-    sequential = system.spec.private
-    parts = [count] if sequential else split(count, min(fleet.size, max(count, 1)))
+    sequential = system.spec.private or in_flight == 1
+    agents = 1 if sequential else min(fleet.size, max(count, 1), in_flight or fleet.size)
+    parts = split(count, agents)
+    concurrency = (split(in_flight, agents) if in_flight is not None
+                   else [load.connect_concurrency] * agents)
     messages: list[Message | None] = [
         {"op": "connect", "host": host, "port": port, "path": path, "count": n,
-         "concurrency": 1 if sequential else load.connect_concurrency,
+         "concurrency": 1 if sequential else concurrency[i],
          "wait_status": wait_status, "stop_on_reject": stop_on_reject,
-         "timeout_s": load.connect_timeout_s}
-        for n in parts]
+         "timeout_s": load.connect_timeout_s, "retry": retry}
+        for i, n in enumerate(parts)]
     replies = fleet.ask(messages + [None] * (fleet.size - len(parts)),
                         load.connect_timeout_s + _REPLY_MARGIN_S)
     rejected: dict[int, int] = {}
@@ -100,9 +115,13 @@ def _connect(fleet: Fleet, system: RunningSystem, path: str, count: int, load: L
         for why, n in reply["errors"].items():
             errors[why] = errors.get(why, 0) + n
     seconds = (max(r["end_ns"] for r in replies) - min(r["start_ns"] for r in replies))
+    handshakes: list[int] = []
+    for reply in replies:
+        handshakes.extend(array("q", reply["handshakes"]))
     return _Opened([r["opened"] for r in replies] + [0] * (fleet.size - len(parts)),
                    rejected, replies[0]["first_reject_opened"] if stop_on_reject else None,
-                   seconds / _NS_PER_S, errors)
+                   seconds / _NS_PER_S, errors, handshakes,
+                   sum(r["retries"] for r in replies), max(r["end_ns"] for r in replies))
 
 
 def _base_extra(system: RunningSystem) -> dict[str, Any]:
@@ -185,7 +204,11 @@ def run_broadcast(fleet: Fleet, system: RunningSystem, load: Load) -> Result:
             load.duration_s + _REPLY_MARGIN_S)
         total_sent = sum(r["sent"] for r in sent)
         deadline_ns = time.monotonic_ns() + int(load.drain_timeout_s * _NS_PER_S)
-        drained = fleet.ask([{"op": "drain", "expect": total_sent, "deadline_ns": deadline_ns}
+        per_sender: dict[str, int] = {}
+        for reply in sent:
+            per_sender.update(reply.get("per_sender", {}))
+        drained = fleet.ask([{"op": "drain", "expect": total_sent, "deadline_ns": deadline_ns,
+                              "per_sender": per_sender}
                              if n else None for n in opened.opened],
                             load.drain_timeout_s + _REPLY_MARGIN_S)
         sut_after = record_cost(fleet, usage, system, sut_before, extra)
@@ -200,12 +223,18 @@ def run_broadcast(fleet: Fleet, system: RunningSystem, load: Load) -> Result:
     latencies = _samples(drained)
     result.deliveries_per_s = round(received / window_s, 1) if window_s else None
     result.latency_ms = percentiles_ms(latencies)
-    result.lost = max(0, expected - received)
+    # Per socket and per sender (bench/client.py): a repeat on one socket cannot hide
+    # a loss on another.
+    result.lost = sum(r["lost"] for r in drained)
     cpu_s = extra.get("sut_cpu_s")
     # Per unit of work: deliveries over the CPU seconds of every process of the system.
     extra["deliveries_per_cpu_s"] = round(received / cpu_s, 1) if cpu_s else None
     extra.update(sent=total_sent, senders=sum(per_agent), expected=expected,
-                 received=received, duplicates=max(0, received - expected),
+                 received=received, duplicates=sum(r["repeats"] for r in drained),
+                 out_of_order=sum(r["out_of_order"] for r in drained),
+                 sockets_with_loss=sum(r["sockets_with_loss"] for r in drained),
+                 sockets_with_repeats=sum(r["sockets_with_repeats"] for r in drained),
+                 sockets_out_of_order=sum(r["sockets_out_of_order"] for r in drained),
                  window_s=round(window_s, 3), latency_samples=len(latencies),
                  drain_timed_out=any(r["timed_out"] for r in drained),
                  still_open=sum(r["still_open"] for r in drained),
@@ -274,3 +303,62 @@ def _merge(counts: Any) -> dict[str, int]:
         for key, n in part.items():
             merged[key] = merged.get(key, 0) + n
     return merged
+
+
+def run_handshake(fleet: Fleet, system: RunningSystem, count: int, in_flight: int,
+                  load: Load) -> Result:
+    """``count`` chat handshakes, ``in_flight`` at once (1: one after another, from one
+    load generator); each timed from its TCP connect to its first message (the chat's
+    Status: the socket is usable). The sockets stay open until the end."""
+    extra = _base_extra(system)
+    extra.update(handshakes=count, in_flight=in_flight)
+    before, usage = system.sample(), read_usage(fleet)
+    try:
+        opened = _connect(fleet, system, CHAT_PATH, count, load, wait_status=True,
+                          in_flight=in_flight)
+        record_cost(fleet, usage, system, before, extra)
+    finally:
+        _close(fleet)
+    result = Result("handshake", system.spec.name, in_flight)
+    result.latency_ms = percentiles_ms(opened.handshakes_ns)
+    result.lost = count - opened.total
+    cpu_s = extra.get("sut_cpu_s")
+    extra.update(opened=opened.total, rejected=opened.rejected, errors=opened.errors,
+                 handshakes_per_s=(round(opened.total / opened.seconds, 1)
+                                   if opened.seconds > 0 else None),
+                 handshakes_per_cpu_s=round(opened.total / cpu_s, 1) if cpu_s else None)
+    result.extra = extra
+    return result
+
+
+def run_storm(fleet: Fleet, system: RunningSystem, sockets: int, load: Load) -> Result:
+    """``sockets`` chat sockets open; the gateway restarts (every socket closed, 1001);
+    every client reconnects at once, retrying while the gateway is away, as pages do
+    (without their back-off). Measured: seconds from the restart until every socket is
+    open again and has its Status."""
+    extra = _base_extra(system)
+    try:
+        first = _connect(fleet, system, CHAT_PATH, sockets, load, wait_status=True)
+        before, usage = system.sample(), read_usage(fleet)
+        restarted_ns = time.monotonic_ns()
+        system.restart_gateway()
+        deadline_ns = restarted_ns + int(load.connect_timeout_s * _NS_PER_S)
+        closed = fleet.ask_all({"op": "await_closed", "deadline_ns": deadline_ns},
+                               load.connect_timeout_s + _REPLY_MARGIN_S)
+        _close(fleet)  # forget the closed sockets
+        again = _connect(fleet, system, CHAT_PATH, first.total, load, wait_status=True,
+                         in_flight=min(first.total, STORM_IN_FLIGHT), retry=True)
+        record_cost(fleet, usage, system, before, extra)
+    finally:
+        _close(fleet)
+    result = Result("storm", system.spec.name, first.total)
+    result.lost = first.total - again.total
+    result.latency_ms = percentiles_ms(again.handshakes_ns)
+    all_closed_s = (max(r["closed_ns"] for r in closed) - restarted_ns) / _NS_PER_S
+    extra.update(requested=sockets, reopened=again.total, retries=again.retries,
+                 still_open_after_restart=sum(r["still_open"] for r in closed),
+                 all_closed_s=round(all_closed_s, 3),
+                 storm_s=round((again.end_ns - restarted_ns) / _NS_PER_S, 3),
+                 errors=again.errors)
+    result.extra = extra
+    return result

@@ -3,9 +3,10 @@
 Names are contracts (they appear in the JSON): ``wsgate-shared`` (``wsgate run``, at
 several worker counts), ``wsgate-private`` (``wsgate run --mode private``),
 ``wsgate-nodes`` (two nodes on Redis behind nginx, :mod:`bench.nodes`),
-``baseline-trio-websocket`` and ``baseline-websockets`` (one process each, from
-:mod:`bench.baselines`), and ``external`` for ``--url`` (someone else's process: not
-started, not stopped, measured only if its PID is given).
+``baseline-trio-websocket``, ``baseline-websockets``, ``baseline-picows`` and
+``baseline-socketify`` (one process each, from :mod:`bench.baselines`), and
+``external`` for ``--url`` (someone else's process: not started, not stopped, measured
+only if its PID is given).
 
 Every process is started in its own session with its output in files of a fresh temp
 directory (the wsgate store goes there too), bound to 127.0.0.1, and stopped by PID:
@@ -42,9 +43,12 @@ __all__ = [
 ]
 
 SYSTEM_NAMES = ("wsgate-shared", "wsgate-private", "wsgate-nodes",
-                "baseline-trio-websocket", "baseline-websockets")
+                "baseline-trio-websocket", "baseline-websockets", "baseline-picows",
+                "baseline-socketify")
 BASELINES = {"baseline-trio-websocket": "bench.baselines.trio_ws",
-             "baseline-websockets": "bench.baselines.websockets_server"}
+             "baseline-websockets": "bench.baselines.websockets_server",
+             "baseline-picows": "bench.baselines.picows_server",
+             "baseline-socketify": "bench.baselines.socketify_server"}
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 _WSGATE_READY = re.compile(r"chat ready at (\S+) ")
@@ -66,6 +70,9 @@ class SystemSpec:
     queue_timeout_s: float | None = None
     url: str | None = None  # external: where it is
     pid: int | None = None  # external: its root process, for memory and CPU
+    #: wsgate-shared as two commands whose gateway can restart (bench/split.py): the
+    #: reconnect storm's system.
+    split: bool = False
 
     @property
     def private(self) -> bool:
@@ -101,6 +108,13 @@ class RunningSystem:
     def ws_path(self, path: str) -> str:
         """The upgrade target for a class path: private sockets ask for private mode."""
         return f"{path}?mode=private" if self.spec.private else path
+
+    def restart_gateway(self) -> None:
+        """Restart the gateway (a ``split`` system): every browser socket is closed
+        with 1001, and the gateway comes back on the same port."""
+        if not self.spec.split or self.popen is None:
+            raise ValueError(f"{self.spec.label} cannot restart its gateway")
+        self.popen.send_signal(signal.SIGUSR1)
 
     def sample(self) -> TreeSample | None:
         """Its processes, memory and CPU now; None when its root process is unknown."""
@@ -150,6 +164,9 @@ def _command(spec: SystemSpec, workdir: Path, log_level: str) -> list[str]:
     if spec.name in BASELINES:
         return [sys.executable, "-m", BASELINES[spec.name], "--host", "127.0.0.1",
                 "--port", "0", "--log-level", log_level]
+    if spec.split:
+        return [sys.executable, "-m", "bench.split", "--workers", str(spec.workers or 1),
+                "--dir", str(workdir), "--log-level", log_level]
     if spec.name == "wsgate-nodes":
         return [sys.executable, "-m", "bench.nodes", "--nodes", "2", "--workers",
                 str(spec.workers or 1), "--dir", str(workdir), "--log-level", log_level]

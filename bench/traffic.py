@@ -90,6 +90,7 @@ class Broadcast(Task):
             client.chat = client.own_received = client.other = 0
             client.timed = number % message["sample_every"] == 0
             client.own_id = b""
+            client.reset_checks()
         rate, start, tag = message["rate"], message["start_ns"], message["tag"]
         self.send = send
         self.window: int = message["window"]
@@ -103,6 +104,7 @@ class Broadcast(Task):
             client.own_id = f"{tag}{client.index}".encode()
             # Open loop: senders are staggered over one period, not all due at once.
             self.senders.append(_Sender(client, start + self.period_ns * k // len(chosen)))
+        self._all_senders = list(self.senders)  # self.senders empties when time is up
         self.sent = 0
         self.first_send_ns = self.last_send_ns = 0
         self.until_ns = start + int(message["duration_s"] * _NS_PER_S)
@@ -147,13 +149,16 @@ class Broadcast(Task):
         return not self.senders
 
     def report(self, timed_out: bool) -> Message:
-        """How many messages were sent, and when the first and last left."""
+        """How many messages were sent (in all and by each sender), and when the first
+        and last left."""
+        per_sender = {s.client.own_id.decode(): s.seq for s in self._all_senders}
         return {"op": "sent", "sent": self.sent, "first_send_ns": self.first_send_ns,
-                "last_send_ns": self.last_send_ns}
+                "last_send_ns": self.last_send_ns, "per_sender": per_sender}
 
 
 class Drain(Task):
-    """Wait until every socket has received ``expect`` chat messages, or the deadline."""
+    """Wait until every socket has received ``expect`` chat messages, or the deadline;
+    then report, per socket, what it lacked, got twice or got out of order."""
 
     def __init__(self, clients: list[ClientSocket], latencies: array[int],
                  message: Message) -> None:
@@ -161,6 +166,8 @@ class Drain(Task):
         self.latencies = latencies
         self.expect: int = message["expect"]
         self.deadline_ns = message["deadline_ns"]
+        #: sender -> how many messages it sent (every sender of every load generator)
+        self.sent = {k.encode(): int(v) for k, v in message.get("per_sender", {}).items()}
 
     def done(self) -> bool:
         """Every socket has everything."""
@@ -168,10 +175,18 @@ class Drain(Task):
         return all(c.chat >= expect for c in self.clients)
 
     def report(self, timed_out: bool) -> Message:
-        """What was received, when the last arrived, and the latency samples."""
+        """What was received, when the last arrived, what each socket lacked or got
+        twice or late (counted per socket, then summed: never netted), and the latency
+        samples."""
         clients = self.clients
+        lost = [c.lost(self.sent) for c in clients]
         return {"op": "drained", "received": sum(c.chat for c in clients),
                 "clients": len(clients),
+                "lost": sum(lost), "sockets_with_loss": sum(1 for n in lost if n),
+                "repeats": sum(c.repeats for c in clients),
+                "sockets_with_repeats": sum(1 for c in clients if c.repeats),
+                "out_of_order": sum(c.out_of_order for c in clients),
+                "sockets_out_of_order": sum(1 for c in clients if c.out_of_order),
                 "still_open": sum(c.phase is Phase.OPEN for c in clients),
                 "other_frames": sum(c.other for c in clients),
                 "last_ns": max((c.last_ns for c in clients), default=0),
