@@ -23,7 +23,7 @@ from gateway.admission import ConnectRate
 from gateway.browser import BrowserSocket, Phase
 from gateway.bus import BusReader
 from gateway.config import GatewayConfig
-from gateway.groups import HOLD_S
+from gateway.groups import HOLD_S, SocketGroup
 from gateway.link.codec import encode
 from gateway.link.driver import Link
 from gateway.link.events import (
@@ -64,6 +64,13 @@ PING_FRAME = b"\x89\x00"
 DRAIN_BATCH = 500
 
 
+#: Under load (a broadcast within COALESCE_BUSY_S of the last), a batch that wrote to
+#: at least COALESCE_MIN_SOCKETS sockets is flushed COALESCE_S later, with whatever
+#: else arrives meanwhile (Gateway.link_batch_done).
+COALESCE_MIN_SOCKETS = 64
+COALESCE_S = 0.002
+COALESCE_BUSY_S = 0.02
+
 class Gateway:
     """One gateway process's state; see the module docstring."""
 
@@ -88,6 +95,12 @@ class Gateway:
         self.metrics = metrics_registry(self)
         self._ids = itertools.count(1)
         self._dirty: set[BrowserSocket] = set()
+        #: Sequenced group writes of the batch being read, per group (_fan_out_runs).
+        self._runs: dict[SocketGroup, list[tuple[int, bytes]]] = {}
+        self._run_bytes: dict[SocketGroup, int] = {}
+        #: A coalesced flush is due, and when the last broadcast was (link_batch_done).
+        self._flush_pending = False
+        self._last_broadcast_flush = -1.0
         self._nursery: trio.Nursery | None = None
         self._classes: frozenset[str] = frozenset()
         self._first_link = trio.Event()
@@ -335,6 +348,8 @@ class Gateway:
     def link_event(self, link: Link, event: Event) -> None:
         """Dispatch one event from a worker."""
         glink = cast(GatewayLink, link)
+        if self._runs and not isinstance(event, WriteGroup | Ack):
+            self._fan_out_runs()  # what was written before this goes before it
         if isinstance(event, Write):
             self._handle_write(glink, event)
         elif isinstance(event, WriteGroup):
@@ -360,6 +375,8 @@ class Gateway:
 
     def bus_event(self, event: Event) -> None:
         """A frame another node's worker sent this gateway over the bus."""
+        if self._runs and not isinstance(event, WriteGroup):
+            self._fan_out_runs()
         if isinstance(event, Write):
             self._handle_write(None, event)
         elif isinstance(event, WriteGroup):
@@ -370,10 +387,38 @@ class Gateway:
             log.error("bus: unexpected %s", type(event).__name__)
 
     def link_batch_done(self, link: Link | None) -> None:
-        """Flush every socket the batch wrote to: one send per socket per batch."""
+        """Flush every socket the batch wrote to: one send per socket per batch.
+
+        Under load, a batch that wrote to many sockets (a broadcast, less than
+        COALESCE_BUSY_S after the last one) is flushed COALESCE_S later instead: what
+        the links bring meanwhile joins it, so each socket gets several messages per
+        send, as a corked socket would. The first broadcast after a quiet spell, and
+        a batch for a few sockets (an echo, a Status), go at once."""
+        if self._runs:
+            self._fan_out_runs()
+        if self._flush_pending:
+            return
+        if len(self._dirty) >= COALESCE_MIN_SOCKETS:
+            now = trio.current_time()
+            busy = now - self._last_broadcast_flush < COALESCE_BUSY_S
+            self._last_broadcast_flush = now
+            if busy:
+                self._flush_pending = True
+                self.nursery.start_soon(self._flush_soon)
+                return
+        self._flush_now()
+
+    def _flush_now(self) -> None:
         dirty, self._dirty = self._dirty, set()
         for bs in dirty:
             bs.flush()
+
+    async def _flush_soon(self) -> None:
+        try:
+            await trio.sleep(COALESCE_S)
+        finally:
+            self._flush_pending = False
+            self._flush_now()
 
     def link_lost(self, link: Link) -> None:
         """The worker behind ``link`` is gone: its sockets wait for another."""
@@ -420,9 +465,24 @@ class Gateway:
         group = self.table.groups.get(event.name)
         if group:
             frame = encode_message(event.payload, binary=event.binary)
+            if event.seq and not group.latest:
+                # Kept until the batch ends (or another kind of event comes): the run
+                # goes out in order, one piece per member (SocketGroup.write_run).
+                self._runs.setdefault(group, []).append((event.seq, frame))
+                self._run_bytes[group] = self._run_bytes.get(group, 0) + len(event.payload)
+                return
             sent = group.write(frame, event.seq, trio.current_time(), self._dirty)
             self.stats["frames_out"] += sent
             self.stats["bytes_out"] += sent * len(event.payload)
+
+    def _fan_out_runs(self) -> None:
+        runs, self._runs = self._runs, {}
+        sizes, self._run_bytes = self._run_bytes, {}
+        now = trio.current_time()
+        for group, run in runs.items():
+            sent = group.write_run(run, now, self._dirty)
+            self.stats["frames_out"] += sent
+            self.stats["bytes_out"] += sent * sizes[group] // len(run)  # mean payload
 
     def _handle_write_many(self, event: WriteMany) -> None:
         table = self.table

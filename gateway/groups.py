@@ -112,6 +112,51 @@ class SocketGroup:
             # below the cursor: a duplicate, dropped
         return sent
 
+    def write_run(self, run: list[tuple[int, bytes]], now: float,
+                  dirty: set[BrowserSocket]) -> int:
+        """Queue several sequenced messages, ``run`` (``(seq, frame)``, any order), as
+        :meth:`write` one after another in ``seq`` order would; return how many were
+        queued. When they are consecutive, a member whose cursor is at the first one
+        gets them all in one piece: one queue per member per run, not per message."""
+        run = sorted(dict(run).items())
+        first, count = run[0][0], len(run)
+        if self.latest or not first or run[-1][0] - first != count - 1:
+            return sum(self.write(frame, seq, now, dirty) for seq, frame in run)
+        joined = b"".join(frame for _, frame in run)
+        size = len(joined)
+        sent = 0
+        members = self.members
+        for bs, wanted in members.items():
+            if not bs.shared:
+                continue
+            out = bs.out
+            if (wanted == first or not wanted) and out.pending + size <= out.limit:
+                members[bs] = first + count
+                if bs.queue(joined, shared_only=True):
+                    bs.last_activity = now
+                    dirty.add(bs)
+                    sent += count
+                    if bs in self._held:
+                        sent += self._release(bs)
+            else:  # catching up, holding, or near its limit: one message at a time
+                for seq, frame in run:
+                    sent += self._write_member(bs, frame, seq, now, dirty)
+        return sent
+
+    def _write_member(self, bs: BrowserSocket, frame: bytes, seq: int, now: float,
+                      dirty: set[BrowserSocket]) -> int:
+        """:meth:`write`'s sequenced step for one member; how many it queued."""
+        wanted = self.members[bs]
+        if seq == wanted or not wanted:
+            self.members[bs] = seq + 1
+            if bs.queue(frame, shared_only=True):
+                bs.last_activity = now
+                dirty.add(bs)
+                return 1 + (self._release(bs) if bs in self._held else 0)
+        elif seq > wanted:
+            self._hold(bs, seq, frame, now)
+        return 0
+
     def write_one(self, bs: BrowserSocket, frame: bytes, seq: int, now: float) -> bool:
         """Message ``seq`` of the group for one member only (catching up); True if it
         was queued (False: a duplicate, or held until its turn)."""
@@ -148,6 +193,8 @@ class SocketGroup:
         """Queue what ``bs`` holds from its cursor on, while there is no gap."""
         held = self._held[bs]
         wanted = self.members[bs]
+        for seq in [s for s in held if s < wanted]:  # came meanwhile, in a run
+            del held[seq]
         released = 0
         while wanted in held:
             if bs.queue(held.pop(wanted), shared_only=True):

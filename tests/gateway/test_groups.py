@@ -1,26 +1,41 @@
 """gateway.groups.SocketGroup on its own: who gets a group's messages, in what order, once.
 
 The members are fakes that record the frames queued on them (a group only needs a
-socket's ``shared``, ``wsid``, ``last_activity`` and ``queue``); a frame is the
-message's number as text, so a member's frames read as the sequence it received.
+socket's ``shared``, ``wsid``, ``last_activity``, ``queue`` and its send buffer's
+``pending`` and ``limit``); a frame is the message's number as text and a ``;``, so a
+member's frames, one queued at a time or several in one piece, read as the sequence
+it received.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.groups import HOLD_S, SocketGroup
+
+
+class FakeOut:
+    """A send buffer as a group sees it: what waits, and the bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.pending = 0
+        self.limit = limit
 
 
 class FakeSocket:
     """A group member that records what is queued on it."""
 
-    def __init__(self, wsid: str, *, shared: bool = True) -> None:
+    def __init__(self, wsid: str, *, shared: bool = True, limit: int = 1 << 20) -> None:
         self.wsid = wsid
         self.shared = shared
         self.last_activity = -1.0
         self.frames: list[bytes] = []
         self.shared_only: list[bool] = []
+        self.out = FakeOut(limit)
 
     def queue(self, frame: bytes, *, shared_only: bool = False) -> bool:
         """Record the frame; a fake socket is never too slow."""
@@ -31,18 +46,18 @@ class FakeSocket:
     @property
     def got(self) -> list[int]:
         """The numbers of the messages received, in order."""
-        return [int(frame) for frame in self.frames]
+        return [int(n) for frame in self.frames for n in frame.split(b";") if n]
 
 
 def frame(seq: int) -> bytes:
     """Message ``seq``'s frame."""
-    return str(seq).encode()
+    return b"%d;" % seq
 
 
 def member(group: SocketGroup, wsid: str, since: int | None = 0, *,
-           shared: bool = True) -> Any:
+           shared: bool = True, limit: int = 1 << 20) -> Any:
     """A new fake socket that joined ``group`` having seen up to ``since``."""
-    bs = FakeSocket(wsid, shared=shared)
+    bs = FakeSocket(wsid, shared=shared, limit=limit)
     group.join(bs, since)  # type: ignore[arg-type]
     return bs
 
@@ -241,3 +256,68 @@ def test_leave_drops_the_member_and_what_it_held() -> None:
     write(group, 1, 3)
     assert gone.got == []
     assert stays.got == [2, 3]
+
+
+def run_of(*seqs: int) -> list[tuple[int, bytes]]:
+    return [(seq, frame(seq)) for seq in seqs]
+
+
+def test_a_run_reaches_each_member_in_one_piece_in_order() -> None:
+    """write_run of 3, 1, 2: a member at the start of the run gets 1, 2, 3 in one
+    queued piece; a private member nothing; all counted."""
+    group = SocketGroup("room")
+    a, b = member(group, "gw-1"), member(group, "gw-2")
+    private = member(group, "gw-3", shared=False)
+    dirty: set[Any] = set()
+    assert group.write_run(run_of(3, 1, 2), 4.0, dirty) == 6
+    assert a.frames == b.frames == [b"1;2;3;"]
+    assert (a.last_activity, a.shared_only) == (4.0, [True])
+    assert dirty == {a, b}
+    assert private.frames == []
+    assert group.write_run(run_of(4, 3, 5), 5.0, dirty) == 4  # 3 again: dropped
+    assert a.got == b.got == [1, 2, 3, 4, 5]
+
+
+def test_a_run_goes_one_by_one_to_a_member_behind_or_near_its_limit() -> None:
+    """A member that joined at 5 gets 6.. of a run starting at 4 (4, 5 dropped) one at a
+    time; one whose buffer cannot take the whole run gets it one message at a time."""
+    group = SocketGroup("room")
+    late = member(group, "gw-1", since=5)
+    tight = member(group, "gw-2", since=3, limit=len(b"4;5;"))
+    assert group.write_run(run_of(4, 5, 6, 7), 1.0, set()) == 2 + 4
+    assert late.frames == [b"6;", b"7;"]
+    assert tight.frames == [b"4;", b"5;", b"6;", b"7;"]
+
+
+def test_a_run_with_a_gap_holds_what_follows_it() -> None:
+    """1, 2 and 4: 4 is held until 3 comes, as with one write at a time."""
+    group = SocketGroup("room")
+    bs = member(group, "gw-1")
+    group.write_run(run_of(1, 2, 4), 1.0, set())
+    assert bs.got == [1, 2]
+    assert group.holding
+    group.write_run(run_of(3), 1.5, set())
+    assert bs.got == [1, 2, 3, 4]
+    assert not group.holding
+
+
+@given(st.lists(st.lists(st.integers(1, 12), min_size=1, max_size=6), max_size=6),
+       st.lists(st.one_of(st.none(), st.integers(0, 8)), min_size=1, max_size=4),
+       st.randoms())
+def test_runs_deliver_what_one_write_at_a_time_delivers(
+    batches: list[list[int]], joins: list[int | None], rng: random.Random,
+) -> None:
+    """Whatever the runs, the members and where they joined, write_run leaves every
+    member with the messages, and the cursors and holds, that write() one message at
+    a time in seq order would."""
+    one, many = SocketGroup("one"), SocketGroup("many")
+    singles = [member(one, f"gw-{i}", since) for i, since in enumerate(joins)]
+    runs = [member(many, f"gw-{i}", since) for i, since in enumerate(joins)]
+    for batch in batches:
+        rng.shuffle(batch)
+        for seq in sorted(set(batch)):
+            one.write(frame(seq), seq, 0.0, set())
+        many.write_run(run_of(*batch), 0.0, set())
+    assert [s.got for s in singles] == [r.got for r in runs]
+    assert list(one.members.values()) == list(many.members.values())
+    assert one.holding == many.holding
