@@ -80,7 +80,7 @@ def build_plan(settings: PlanSettings) -> list[Step]:
         for scenario in settings.scenarios:
             if scenario == "handshake":
                 # a private socket holds a worker process: not a handshake rate
-                if not spec.private and spec.url is None:
+                if not spec.private:
                     steps += [Step(scenario, spec, n) for n in settings.handshake_in_flight]
                 continue
             if scenario == "storm":

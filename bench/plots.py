@@ -4,7 +4,10 @@
   clients, one line per system;
 * ``deliveries.png``: broadcast deliveries per second against clients, per system;
 * ``memory.png``: resident memory per open socket, per system (the idle scenario),
-  total and marginal side by side.
+  total and marginal side by side;
+* ``cpu.png``: broadcast deliveries per CPU-second of the whole system against clients;
+* ``handshakes.png``: handshakes per second, one at a time and many in flight, per
+  system.
 """
 
 from __future__ import annotations
@@ -96,6 +99,51 @@ def _deliveries(plt: Any, results: Sequence[Result], path: Path) -> None:
     plt.close(figure)
 
 
+def _cpu(plt: Any, results: Sequence[Result], path: Path) -> None:
+    figure, ax = plt.subplots(figsize=FIGURE_SIZE_IN)
+    for label, series in _series(results, "broadcast").items():
+        points = [(r.clients, r.extra["deliveries_per_cpu_s"]) for r in series
+                  if r.extra.get("deliveries_per_cpu_s")]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    ax.set_xscale("log")
+    _plain_axes(ax, [r.clients or 0 for r in results if r.scenario == "broadcast"
+                     and r.clients])
+    ax.set_xlabel("clients in the room")
+    ax.set_ylabel("deliveries per CPU-second (every process of the system)")
+    ax.set_title("broadcast: deliveries per CPU-second (work, not wall clock)")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.has_data():
+        ax.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def _handshakes(plt: Any, results: Sequence[Result], path: Path) -> None:
+    figure, ax = plt.subplots(figsize=FIGURE_SIZE_IN)
+    rows = [r for r in results if r.scenario == "handshake" and r.extra.get("handshakes_per_s")]
+    in_flight = sorted({r.clients or 0 for r in rows})
+    labels = list(dict.fromkeys(r.label for r in rows))
+    width = 0.8 / max(len(in_flight), 1)
+    for k, n in enumerate(in_flight):
+        values = [next((r.extra["handshakes_per_s"] for r in rows
+                        if r.label == label and r.clients == n), 0.0) for label in labels]
+        ax.bar([i + (k - (len(in_flight) - 1) / 2) * width for i in range(len(labels))],
+               values, width, label=f"{n} in flight")
+    ax.set_xticks(range(len(labels)), [lb.replace("-", "-\n", 1) for lb in labels],
+                  fontsize="small")
+    ax.yaxis.set_major_formatter(_plain())
+    ax.set_ylabel("handshakes per second (to the first message)")
+    ax.set_title("handshake: connects per second")
+    ax.grid(True, axis="y", alpha=0.3)
+    if rows:
+        ax.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
 def _memory(plt: Any, results: Sequence[Result], path: Path) -> None:
     idle = [r for r in results if r.scenario == "idle" and r.rss_per_socket_kb is not None]
     figure, ax = plt.subplots(figsize=FIGURE_SIZE_IN)
@@ -123,7 +171,7 @@ def _memory(plt: Any, results: Sequence[Result], path: Path) -> None:
 
 
 def write_plots(results: Sequence[Result], directory: Path) -> list[Path]:
-    """Draw the three charts into ``directory``; return their paths."""
+    """Draw the charts into ``directory``; return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,7 +179,8 @@ def write_plots(results: Sequence[Result], directory: Path) -> list[Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / "latency.png", directory / "deliveries.png",
-             directory / "memory.png"]
-    for draw, path in zip((_latency, _deliveries, _memory), paths, strict=True):
+             directory / "memory.png", directory / "cpu.png", directory / "handshakes.png"]
+    for draw, path in zip((_latency, _deliveries, _memory, _cpu, _handshakes), paths,
+                          strict=True):
         draw(plt, results, path)
     return paths
