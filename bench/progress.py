@@ -33,6 +33,9 @@ def figures(result: Result) -> str:
     for name, key in (("connects/s", "connect_per_s"), ("handshakes/s", "handshakes_per_s")):
         if result.extra.get(key) is not None:
             parts.append(f"{result.extra[key]:,.0f} {name}")
+    if result.extra.get("storm_s") is not None:
+        parts.append(f"all {result.extra.get('reopened')} back in "
+                     f"{result.extra['storm_s']:.2f} s")
     if result.latency_ms.get("p50") is not None:
         parts.append(f"p50 {result.latency_ms['p50']:.2f} ms")
     if result.rss_per_socket_kb is not None:
