@@ -79,45 +79,38 @@ def _latency(plt: Any, results: Sequence[Result], path: Path) -> None:
     plt.close(figure)
 
 
-def _deliveries(plt: Any, results: Sequence[Result], path: Path) -> None:
+def _broadcast_line(plt: Any, results: Sequence[Result], path: Path, value: Any,
+                    ylabel: str, title: str) -> None:
+    """A line per system of ``value(result)`` against the broadcast's clients."""
     figure, ax = plt.subplots(figsize=FIGURE_SIZE_IN)
     for label, series in _series(results, "broadcast").items():
-        points = [(r.clients, r.deliveries_per_s) for r in series if r.deliveries_per_s]
+        points = [(r.clients, value(r)) for r in series if value(r)]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o", label=label)
     ax.set_xscale("log")
     _plain_axes(ax, [r.clients or 0 for r in results if r.scenario == "broadcast"
                      and r.clients])
     ax.set_xlabel("clients in the room")
-    ax.set_ylabel("chat messages delivered per second")
-    ax.set_title("broadcast: deliveries per second (every client receives every message)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     if ax.has_data():
         ax.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
+
+
+def _deliveries(plt: Any, results: Sequence[Result], path: Path) -> None:
+    _broadcast_line(plt, results, path, lambda r: r.deliveries_per_s,
+                    "chat messages delivered per second",
+                    "broadcast: deliveries per second (every client receives every message)")
 
 
 def _cpu(plt: Any, results: Sequence[Result], path: Path) -> None:
-    figure, ax = plt.subplots(figsize=FIGURE_SIZE_IN)
-    for label, series in _series(results, "broadcast").items():
-        points = [(r.clients, r.extra["deliveries_per_cpu_s"]) for r in series
-                  if r.extra.get("deliveries_per_cpu_s")]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", label=label)
-    ax.set_xscale("log")
-    _plain_axes(ax, [r.clients or 0 for r in results if r.scenario == "broadcast"
-                     and r.clients])
-    ax.set_xlabel("clients in the room")
-    ax.set_ylabel("deliveries per CPU-second (every process of the system)")
-    ax.set_title("broadcast: deliveries per CPU-second (work, not wall clock)")
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.has_data():
-        ax.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
+    _broadcast_line(plt, results, path, lambda r: r.extra.get("deliveries_per_cpu_s"),
+                    "deliveries per CPU-second (every process of the system)",
+                    "broadcast: deliveries per CPU-second (work, not wall clock)")
 
 
 def _handshakes(plt: Any, results: Sequence[Result], path: Path) -> None:

@@ -17,15 +17,21 @@ the benchmark compares. There is one room (wsgate's ``?room=`` is not modelled).
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import base64
 import binascii
 import itertools
 import json
+import logging
+import signal
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CHAT_PATH", "ECHO_PATH", "ChatRoom", "Outgoing"]
+__all__ = ["CHAT_PATH", "ECHO_PATH", "ChatRoom", "Outgoing", "baseline_main", "stop_future"]
 
 CHAT_PATH = "/csp/user/Chat.Server.cls"
 ECHO_PATH = "/csp/user/Echo.Server.cls"
@@ -104,3 +110,47 @@ class ChatRoom:
     @staticmethod
     def _error(why: str) -> Outgoing:
         return Outgoing(_json({"Type": "Error", "Message": why}), everyone=False)
+
+
+def baseline_main(name: str, doc: str, serve: Callable[[str, int], object],
+                  argv: list[str] | None = None) -> int:
+    """A baseline's command line (``--host``, ``--port``, ``--log-level``): run
+    ``serve(host, port)`` until a signal stops it; 1 if it could not listen (it raised
+    OSError, or returned False), else 0."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
+    try:
+        served = serve(args.host, args.port)
+    except (OSError, ExceptionGroup) as exc:
+        # trio wraps the OSError of a busy port in an exception group
+        found = exc if isinstance(exc, OSError) else exc.subgroup(OSError)
+        if found is None:
+            raise
+        while isinstance(found, ExceptionGroup):
+            found = found.exceptions[0]
+        print(f"{name}: cannot serve on {args.host}:{args.port}: {found}", file=sys.stderr)
+        return 1
+    if served is False:
+        print(f"{name}: cannot serve on {args.host}:{args.port}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def stop_future() -> asyncio.Future[None]:
+    """An asyncio baseline's stop: a future SIGTERM or SIGINT completes."""
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def on_signal() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    return stop

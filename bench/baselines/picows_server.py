@@ -23,11 +23,9 @@ with 1001 (going away).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from http import HTTPStatus
 
@@ -44,7 +42,7 @@ from picows import (
     ws_create_server,
 )
 
-from bench.baselines.chatroom import CHAT_PATH, ECHO_PATH, ChatRoom
+from bench.baselines.chatroom import CHAT_PATH, ECHO_PATH, ChatRoom, baseline_main, stop_future
 
 __all__ = ["ChatEchoServer", "main"]
 
@@ -220,15 +218,7 @@ class ChatEchoServer:
 async def serve_until_signal(host: str, port: int) -> None:
     """Listen, print the ready line, and serve until SIGTERM or SIGINT."""
     server = ChatEchoServer()
-    loop = asyncio.get_running_loop()
-    stop: asyncio.Future[None] = loop.create_future()
-
-    def on_signal() -> None:
-        if not stop.done():
-            stop.set_result(None)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
+    stop = stop_future()
     # Auto-pong on (picows' default); no pings of our own, as the other baselines
     # keep no idle timeout either. No permessage-deflate: picows does not offer it.
     listening = await ws_create_server(server.listener_for, host, port,
@@ -245,21 +235,10 @@ async def serve_until_signal(host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the baseline server; return its exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
-    parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
-    parser.add_argument("--log-level", default="WARNING",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
-    try:
-        asyncio.run(serve_until_signal(args.host, args.port))
-    except OSError as exc:
-        print(f"baseline-picows: cannot serve on {args.host}:{args.port}: {exc}",
-              file=sys.stderr)
-        return 1
-    return 0
+    def serve(host: str, port: int) -> None:
+        asyncio.run(serve_until_signal(host, port))
+
+    return baseline_main("baseline-picows", __doc__ or "", serve, argv)
 
 
 if __name__ == "__main__":

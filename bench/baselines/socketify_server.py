@@ -28,7 +28,6 @@ exits, and the open sockets close with the process (no close frame).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
@@ -36,7 +35,7 @@ from typing import Any, Protocol
 
 from socketify import App, AppListenOptions, OpCode
 
-from bench.baselines.chatroom import CHAT_PATH, ECHO_PATH, ChatRoom
+from bench.baselines.chatroom import CHAT_PATH, ECHO_PATH, ChatRoom, baseline_main
 
 __all__ = ["ChatEchoServer", "main"]
 
@@ -188,18 +187,7 @@ def serve_until_signal(host: str, port: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the baseline server; return its exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
-    parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
-    parser.add_argument("--log-level", default="WARNING",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
-    if not serve_until_signal(args.host, args.port):
-        print(f"baseline-socketify: cannot serve on {args.host}:{args.port}", file=sys.stderr)
-        return 1
-    return 0
+    return baseline_main("baseline-socketify", __doc__ or "", serve_until_signal, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ prints ``ready http://HOST:PORT/`` once it listens, and serves the chat at
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import logging
@@ -26,7 +25,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
-from bench.baselines.chatroom import CHAT_PATH, ECHO_PATH, ChatRoom
+from bench.baselines.chatroom import CHAT_PATH, ECHO_PATH, ChatRoom, baseline_main
 
 __all__ = ["ChatEchoServer", "main"]
 
@@ -106,21 +105,10 @@ async def serve_until_signal(host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the baseline server; return its exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
-    parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
-    parser.add_argument("--log-level", default="WARNING",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s")
-    try:
-        trio.run(serve_until_signal, args.host, args.port)
-    except OSError as exc:
-        print(f"baseline-trio-websocket: cannot serve on {args.host}:{args.port}: {exc}",
-              file=sys.stderr)
-        return 1
-    return 0
+    def serve(host: str, port: int) -> None:
+        trio.run(serve_until_signal, host, port)
+
+    return baseline_main("baseline-trio-websocket", __doc__ or "", serve, argv)
 
 
 if __name__ == "__main__":
