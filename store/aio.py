@@ -1,8 +1,12 @@
 """The one door from trio code to the synchronous store: a worker thread, one at a time.
 
-SQLite calls block, so async code never makes them on the event loop: it hands them to
-``trio.to_thread.run_sync``. A capacity limiter of one keeps the single connection in
-one thread at a time (sqlite3 connections are not safe to share concurrently).
+SQLite writes block (a commit, a checkpoint), so async code never makes them on the
+event loop: it hands them to ``trio.to_thread.run_sync``. A capacity limiter of one
+keeps the writing connection in one thread at a time (sqlite3 connections are not safe
+to share concurrently). Reads of a store on a file go to a second connection, on the
+event loop itself: in WAL mode a reader never waits for a writer, the chat's reads are
+bounded and take microseconds, and a hop to a thread and back costs far more (about
+90 us against 6 us for the user list); they see every write committed before them.
 
 Writes go through :meth:`AsyncStore.write`, which commits in groups: the writes that
 arrive while a commit is running wait, and the next commit takes them all in one
@@ -45,8 +49,10 @@ class AsyncStore:
     ...)`` reads and ``await store.write(method, ...)`` writes (group commit).
     """
 
-    def __init__(self, store: ChatStore) -> None:
+    def __init__(self, store: ChatStore, reader: ChatStore | None = None) -> None:
         self.sync = store
+        #: The reading connection (None: reads go to the store's thread too).
+        self.reader = reader
         self.stats = StoreStats()
         self._limiter = trio.CapacityLimiter(1)
         self._queue: list[_Pending] = []
@@ -56,7 +62,11 @@ class AsyncStore:
     async def run(
         self, method: Callable[Concatenate[ChatStore, P], R], *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        """Call ``method(store, *args, **kwargs)`` in the store's thread."""
+        """Call ``method(store, *args, **kwargs)``, a read: on the reading connection,
+        or in the store's thread when there is none."""
+        if self.reader is not None:
+            await trio.lowlevel.checkpoint()
+            return method(self.reader, *args, **kwargs)
         call = functools.partial(method, self.sync, *args, **kwargs)
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
 
@@ -131,7 +141,9 @@ class AsyncStore:
             self.stats.commit_seconds += time.perf_counter() - started
 
     def close(self) -> None:
-        """Close the underlying store."""
+        """Close the underlying store (and its reading connection)."""
+        if self.reader is not None:
+            self.reader.close()
         self.sync.close()
 
     # --- store.api.Store ------------------------------------------------------------------

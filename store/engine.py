@@ -27,7 +27,8 @@ async def open_store(spec: str) -> AsyncIterator[Store]:
         async with RedisStore.connect(spec) as redis:
             yield redis
         return
-    sqlite = AsyncStore(ChatStore.open(spec, migrate=False))
+    sqlite = AsyncStore(ChatStore.open(spec, migrate=False),
+                        reader=ChatStore.open(spec, migrate=False))
     try:
         yield sqlite
     finally:
