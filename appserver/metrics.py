@@ -40,13 +40,14 @@ class SupervisorCollector:
         supervisor = self.supervisor
         workers = [w for w in supervisor.workers.values() if w.alive]
         busy = sum(1 for w in workers if w.links)
-        totals = {"sockets": 0.0, "commits": 0.0, "writes": 0.0, "commit_seconds": 0.0,
-                  "sweeps": 0.0}
+        counters = ("commits", "commits_on_loop", "writes", "commit_seconds", "checkpoints",
+                    "checkpoint_seconds", "sweeps")
+        totals = dict.fromkeys(("sockets", *counters), 0.0)
         for worker in workers:
             for key in totals:
                 totals[key] += worker.stats.get(key, 0)
         # counters include the departed
-        for key in ("commits", "writes", "commit_seconds", "sweeps"):
+        for key in counters:
             totals[key] += supervisor.departed.get(key, 0)
         states = GaugeMetricFamily("wsgate_appserver_workers",
                                    "Worker processes, busy (serving a link) or idle.",
@@ -67,6 +68,14 @@ class SupervisorCollector:
                                   "Time spent in store commits (group commits: one may hold "
                                   "many writes).", count_value=int(totals["commits"]),
                                   sum_value=totals["commit_seconds"])
+        yield CounterMetricFamily("wsgate_appserver_store_commits_on_loop",
+                                  "Commits made on a worker's event loop (the write lock "
+                                  "was free); the others waited for it in the store's "
+                                  "thread.", value=totals["commits_on_loop"])
+        yield SummaryMetricFamily("wsgate_appserver_store_checkpoint_seconds",
+                                  "WAL checkpoints, each in a worker's store thread.",
+                                  count_value=int(totals["checkpoints"]),
+                                  sum_value=totals["checkpoint_seconds"])
         yield CounterMetricFamily("wsgate_appserver_store_writes",
                                   "Writes committed to the store.", value=totals["writes"])
         yield CounterMetricFamily("wsgate_appserver_lease_sweeps",

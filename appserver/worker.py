@@ -57,6 +57,8 @@ async def _run_link(runtime: WorkerRuntime, link: Link, ctrl: socket.socket) -> 
         await link.run(runtime)
         await runtime.drain_link(link)
     finally:
+        if link.sock.fileno() != -1:  # cancelled before it ran (its run closes it)
+            link.sock.close()
         send_control(ctrl, {"event": "link-closed", "link": link.id})
         log.info("link %d from gateway %s closed", link.id, link.gateway_id)
 
@@ -109,6 +111,9 @@ async def _report_stats(runtime: WorkerRuntime, ctrl: socket.socket) -> None:
         report = {"event": "stats", "sockets": len(runtime.ports),
                   "commits": stats.commits, "writes": stats.writes,
                   "commit_seconds": stats.commit_seconds, "store_up": int(stats.up),
+                  "commits_on_loop": stats.commits_on_loop,
+                  "checkpoints": stats.checkpoints,
+                  "checkpoint_seconds": stats.checkpoint_seconds,
                   "sweeps": runtime.sweeps}
         if runtime.bus is not None:
             report["bus_up"] = int(runtime.bus.up)

@@ -1,22 +1,32 @@
-"""The one door from trio code to the synchronous store: a worker thread, one at a time.
+"""The one door from trio code to the synchronous store: the event loop, or one thread.
 
-SQLite writes block (a commit, a checkpoint), so async code never makes them on the
-event loop: it hands them to ``trio.to_thread.run_sync``. A capacity limiter of one
-keeps the writing connection in one thread at a time (sqlite3 connections are not safe
-to share concurrently). Reads of a store on a file go to a second connection, on the
-event loop itself: in WAL mode a reader never waits for a writer, the chat's reads are
-bounded and take microseconds, and a hop to a thread and back costs far more (about
-90 us against 6 us for the user list); they see every write committed before them.
+Reads of a store on a file go to a second connection, on the event loop itself: in WAL
+mode a reader never waits for a writer, the chat's reads are bounded and take
+microseconds, and a hop to a thread and back costs far more (about 90 us against 6 us
+for the user list); they see every write committed before them.
 
-Writes go through :meth:`AsyncStore.write`, which commits in groups: the writes that
-arrive while a commit is running wait, and the next commit takes them all in one
-transaction (each in its own savepoint, so one failing write fails alone). A caller
+Writes go through :meth:`AsyncStore.write`, which commits in groups: the writes queued
+in one round of the scheduler (and those that arrive while a commit runs) share one
+transaction, each in its own savepoint, so one failing write fails alone. A caller
 resumes only after the COMMIT that holds its write: "stored" means what it meant.
+
+A commit runs on the event loop too when the database's write lock is free: in WAL
+mode with ``synchronous=NORMAL`` it is a few page writes and no fsync, tens of
+microseconds, less than the two thread hops it saves (a handshake makes two writes, a
+socket's end three). When another process holds the lock, the commit goes to the
+store's thread, which waits for it (the busy timeout) while the loop runs on. The
+expensive part of WAL, the checkpoint that copies pages back into the database and
+syncs it, never runs on the loop either: the writing connection's automatic
+checkpoint is off, and every :data:`CHECKPOINT_EVERY` commits a checkpoint runs in the
+store's thread. A capacity limiter of one keeps the writing connection in one thread
+at a time (sqlite3 connections are not safe to share concurrently).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -24,12 +34,18 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import trio
 
 from store.api import ChatMessage, Joined, Stored, StoreStats, Userlist
-from store.sqlite import ChatStore
+from store.sqlite import BUSY_TIMEOUT_MS, ChatStore
 
-__all__ = ["AsyncStore", "StoreStats"]
+__all__ = ["CHECKPOINT_EVERY", "AsyncStore", "StoreStats"]
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: Commits between two WAL checkpoints (each in the store's thread). SQLite's own
+#: automatic checkpoint comes after 1,000 WAL pages; a chat commit writes a few.
+CHECKPOINT_EVERY = 256
 
 
 class _Pending:
@@ -42,8 +58,18 @@ class _Pending:
         self.error: BaseException | None = None
 
 
+class _Busy(Exception):
+    """Another connection holds the write lock: an inline commit gives way."""
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY,
+                                                      sqlite3.SQLITE_LOCKED)
+
+
 class AsyncStore:
-    """The SQLite store for async code: :class:`ChatStore` methods off the event loop.
+    """The SQLite store for async code: :class:`ChatStore` methods, never blocking the
+    event loop.
 
     It implements :class:`store.api.Store`; underneath, ``await store.run(method,
     ...)`` reads and ``await store.write(method, ...)`` writes (group commit).
@@ -58,6 +84,14 @@ class AsyncStore:
         self._queue: list[_Pending] = []
         self._committing = False
         self._batch_done = trio.Event()
+        self._since_checkpoint = 0
+        self._checkpointed = trio.Event()
+        conn = store.db.conn
+        # The loop's commits must never wait for the lock; the thread's set the busy
+        # timeout back for as long as they run. Checkpoints are ours (see above).
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._wal = conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
     async def run(
         self, method: Callable[Concatenate[ChatStore, P], R], *args: P.args, **kwargs: P.kwargs
@@ -76,6 +110,13 @@ class AsyncStore:
         """Like :meth:`run`, for a write: committed (with others) before it returns."""
         entry = _Pending(functools.partial(method, self.sync, *args, **kwargs))
         self._queue.append(entry)
+        try:
+            # The other tasks of this round of the scheduler queue theirs: one commit.
+            await trio.lowlevel.checkpoint()
+        except BaseException:
+            if entry in self._queue:  # cancelled before any batch took it
+                self._queue.remove(entry)
+            raise
         while not entry.done:
             if self._committing:
                 try:
@@ -90,9 +131,13 @@ class AsyncStore:
                 continue
             # Nobody is committing: this task commits everything queued, its own too.
             batch, self._queue = self._queue, []
+            if self._limiter.borrowed_tokens == 0 and self._commit_inline(batch):
+                continue
             self._committing = True
             try:
-                await trio.to_thread.run_sync(self._commit, batch, limiter=self._limiter)
+                await trio.to_thread.run_sync(self._commit_waiting, batch,
+                                              limiter=self._limiter)
+                self._committed()
             except BaseException:
                 # run_sync can be cancelled only before its thread starts (waiting for
                 # the limiter): then nothing was written. This caller's write must not
@@ -101,25 +146,94 @@ class AsyncStore:
                     self._queue[:0] = [e for e in batch if e is not entry]
                 raise
             finally:
-                self._committing = False
-                done, self._batch_done = self._batch_done, trio.Event()
-                done.set()
+                self._batch_done_now()
         if entry.error is not None:
             raise entry.error
         result: R = entry.result
         return result
 
-    def _commit(self, batch: list[_Pending]) -> None:
-        """In the store's thread: one transaction, a savepoint per write."""
+    def _batch_done_now(self) -> None:
+        self._committing = False
+        done, self._batch_done = self._batch_done, trio.Event()
+        done.set()
+
+    def _commit_inline(self, batch: list[_Pending]) -> bool:
+        """On the event loop: commit ``batch`` if the write lock is free (True), else
+        leave the database and the batch as they were (False)."""
+        try:
+            self._commit(batch, wait=False)
+        except _Busy:
+            return False
+        self.stats.commits_on_loop += 1
+        self._committed()
+        return True
+
+    def _commit_waiting(self, batch: list[_Pending]) -> None:
+        """In the store's thread: commit ``batch``, waiting for the write lock."""
+        conn = self.sync.db.conn
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            self._commit(batch, wait=True)
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
+
+    def _committed(self) -> None:
+        """After a commit, on the loop: start a checkpoint when one is due."""
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= CHECKPOINT_EVERY and self._wal:
+            self._since_checkpoint = 0
+            trio.lowlevel.spawn_system_task(self._checkpoint)
+
+    async def _checkpoint(self) -> None:
+        """Copy the WAL back into the database, in the store's thread; writes wait."""
+        while self._committing:
+            await self._batch_done.wait()
+        self._committing = True
+        try:
+            await trio.to_thread.run_sync(self._checkpoint_now, limiter=self._limiter)
+        except Exception as exc:  # a system task must not raise: the next one retries
+            log.warning("WAL checkpoint failed: %s", exc)
+        finally:
+            self._batch_done_now()
+            done, self._checkpointed = self._checkpointed, trio.Event()
+            done.set()
+
+    async def wait_checkpoint(self) -> None:
+        """Wait until the next WAL checkpoint has run (or failed)."""
+        await self._checkpointed.wait()
+
+    def _checkpoint_now(self) -> None:
+        started = time.perf_counter()
+        self.sync.db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.stats.checkpoints += 1
+        self.stats.checkpoint_seconds += time.perf_counter() - started
+
+    def _commit(self, batch: list[_Pending], *, wait: bool) -> None:
+        """One transaction, a savepoint per write. ``wait=False`` (the event loop):
+        raise :class:`_Busy`, with nothing written and ``batch`` as it was, when
+        another connection holds the write lock."""
         started = time.perf_counter()
         conn = self.sync.db.conn
         committed = False
+        busy = False
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not wait and _is_busy(exc):
+                    busy = True
+                    raise _Busy from exc
+                raise
             for entry in batch:
                 conn.execute("SAVEPOINT one_write")
                 try:
                     entry.result = entry.call()
+                except sqlite3.OperationalError as exc:
+                    if not wait and _is_busy(exc):
+                        busy = True
+                        raise _Busy from exc
+                    conn.execute("ROLLBACK TO one_write")
+                    entry.error = exc
                 except Exception as exc:
                     conn.execute("ROLLBACK TO one_write")
                     entry.error = exc
@@ -129,12 +243,17 @@ class AsyncStore:
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if busy:
+                for entry in batch:
+                    entry.result = entry.error = None
+                raise
             for entry in batch:
                 entry.error = entry.error or exc
             raise
         finally:
-            for entry in batch:
-                entry.done = True
+            if not busy:
+                for entry in batch:
+                    entry.done = True
             if committed:  # the metrics count what is stored
                 self.stats.commits += 1
                 self.stats.writes += sum(1 for entry in batch if entry.error is None)

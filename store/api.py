@@ -73,15 +73,20 @@ class Stored(NamedTuple):
 
 
 class StoreStats:
-    """What a store did: commits, the writes they held, and their latency; and whether
-    its last call reached it (``up``: false from a StoreUnavailable to the next success)."""
+    """What a store did: commits (those made on the event loop among them), the writes
+    they held, and their latency; its WAL checkpoints; and whether its last call reached
+    it (``up``: false from a StoreUnavailable to the next success)."""
 
-    __slots__ = ("commit_seconds", "commits", "up", "writes")
+    __slots__ = ("checkpoint_seconds", "checkpoints", "commit_seconds", "commits",
+                 "commits_on_loop", "up", "writes")
 
     def __init__(self) -> None:
         self.commits = 0
+        self.commits_on_loop = 0
         self.writes = 0
         self.commit_seconds = 0.0
+        self.checkpoints = 0
+        self.checkpoint_seconds = 0.0
         self.up = True
 
 

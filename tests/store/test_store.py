@@ -12,6 +12,7 @@ import trio
 from trio.testing import wait_all_tasks_blocked
 
 from store import AsyncStore, ChatStore, SchemaError
+from store.aio import CHECKPOINT_EVERY
 from store.migrations import MIGRATIONS, apply_migrations, schema_version
 
 
@@ -188,3 +189,82 @@ async def test_a_committer_cancelled_before_its_thread_strands_nothing() -> None
     it) puts the rest of its batch back: the other writers still commit, none hangs."""
     for _ in range(10):  # trio shuffles wake-ups: repeat to meet each interleaving
         await _cancel_a_committer_waiting_for_the_thread()
+
+
+def _file_store(path: Path) -> AsyncStore:
+    ChatStore.open(path).close()  # migrated, as the app server does before its workers
+    return AsyncStore(ChatStore.open(path, migrate=False),
+                      reader=ChatStore.open(path, migrate=False))
+
+
+async def test_a_write_commits_on_the_event_loop_when_the_lock_is_free(
+        tmp_path: Path) -> None:
+    """No other connection holds the write lock: the commit runs in the loop's own
+    thread (no hop), and is stored."""
+    store = _file_store(tmp_path / "s.db")
+    loop_thread = threading.get_ident()
+
+    def add(s: ChatStore) -> int:
+        s.add_message("m", room="r")
+        return threading.get_ident()
+
+    assert await store.write(add) == loop_thread
+    assert store.stats.commits_on_loop == store.stats.commits == 1
+    assert [m.raw for m in await store.run(ChatStore.messages_after, "r", 0)] == ["m"]
+    store.close()
+
+
+async def test_a_write_waits_for_another_connections_lock_in_the_thread(
+        tmp_path: Path) -> None:
+    """Another process's connection holds the write lock: the write waits for it in the
+    store's thread, and the event loop runs on meanwhile (reads are answered)."""
+    path = tmp_path / "s.db"
+    store = _file_store(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO errors (kind, detail, wsid, at) VALUES ('x', '', '', '')")
+    threads: list[int] = []
+    events: list[str] = []
+
+    def add(s: ChatStore) -> None:
+        s.add_message("waited", room="r")
+        threads.append(threading.get_ident())
+
+    async def write() -> None:
+        await store.write(add)
+        events.append("write committed")
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            await wait_all_tasks_blocked()  # the write waits in the thread
+            assert await store.run(ChatStore.messages_after, "r", 0) == []
+            events.append("read while locked")
+            other.execute("COMMIT")
+    assert events == ["read while locked", "write committed"]
+    assert threads
+    assert threads[0] != threading.get_ident()
+    assert store.stats.commits == 1
+    assert store.stats.commits_on_loop == 0
+    assert [m.raw for m in await store.run(ChatStore.messages_after, "r", 0)] == ["waited"]
+    other.close()
+    store.close()
+
+
+async def test_checkpoints_copy_the_wal_back_in_the_thread(tmp_path: Path) -> None:
+    """The writing connection never checkpoints by itself (that would be on the loop);
+    every CHECKPOINT_EVERY commits a checkpoint in the thread copies the WAL into the
+    database file, which then holds every row without the WAL."""
+    path = tmp_path / "s.db"
+    store = _file_store(path)
+    assert store.sync.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for i in range(CHECKPOINT_EVERY):
+        await store.write(ChatStore.add_message, f"m{i}", room="r")
+    with trio.fail_after(10):
+        while store.stats.checkpoints == 0:
+            await store.wait_checkpoint()
+    # immutable: the database file alone, as if the WAL were gone
+    alone = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    assert alone.execute("SELECT count(*) FROM messages").fetchone()[0] == CHECKPOINT_EVERY
+    alone.close()
+    store.close()
