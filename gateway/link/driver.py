@@ -6,6 +6,13 @@ worker. It owns the socket: a reader task turns bytes into events and hands them
 queued in as few system calls as it can, and a heartbeat task proves the peer alive.
 What the frames *mean* is the handler's business.
 
+Frames queued on an idle link leave when the task step that queued them ends (a trio
+instrument, :class:`_Corks`), all of that step's frames for that link in one system
+call: a handshake's Registry announcement and its Open, or a worker's group joins and
+its Accept, cost one send and wake the peer once, not two or three times. Nothing
+waits for a timer (unlike TCP_CORK): a step is synchronous, so a frame leaves
+microseconds after it was queued.
+
 :func:`open_link` is the gateway's side of the handshake (connect, Hello, Welcome);
 :func:`accept_link` is the app server's (Challenge, verify the Hello). Both go through
 :class:`~gateway.link.connection.LinkConnection`, so no frame leaves unchecked.
@@ -18,6 +25,7 @@ import socket
 from typing import Protocol
 
 import trio
+from trio.lowlevel import RunVar, Task
 
 from gateway.link.codec import Frame
 from gateway.link.connection import PROTOCOL_VERSION, LinkConnection, LinkState, Role
@@ -51,6 +59,34 @@ HEARTBEAT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 10.0
 #: Bytes queued towards the peer before the link is judged stuck and closed.
 LINK_BUFFER_LIMIT = 256 * 1024 * 1024
+
+
+class _Corks(trio.abc.Instrument):
+    """The links whose frames wait for the end of the current task step."""
+
+    def __init__(self) -> None:
+        self.links: list[Link] = []
+
+    def after_task_step(self, task: Task) -> None:
+        """Send what the step queued on each link, once per link."""
+        if self.links:
+            links, self.links = self.links, []
+            for link in links:
+                link.uncork()
+
+
+_CORKS: RunVar[_Corks] = RunVar("wsgate_link_corks")
+
+
+def _corks() -> _Corks:
+    """This trio run's :class:`_Corks` (installed by the first link)."""
+    try:
+        return _CORKS.get()
+    except LookupError:
+        corks = _Corks()
+        trio.lowlevel.add_instrument(corks)
+        _CORKS.set(corks)
+        return corks
 
 
 class LinkHandler(Protocol):
@@ -87,6 +123,9 @@ class Link:
         self.frames_out = 0
         self._wakeup = trio.Event()
         self._writing = False
+        self._corks = _corks()
+        #: Frames wait for the end of this task step (see the module docstring).
+        self._corked = False
         self._drained = trio.Event()
         self._last_heard = trio.current_time()
         self._closed = trio.Event()
@@ -114,9 +153,21 @@ class Link:
             self.close()
             return
         self.frames_out += 1
-        # An idle link sends at once (latency); a busy one leaves it to the writer task,
-        # which sends everything queued meanwhile in one call (throughput).
-        if not (idle and self.out.try_send()):
+        if self._corked:
+            return  # it leaves with the step's other frames
+        # An idle link sends when this task step ends (latency, and one call for the
+        # step's frames); a busy one leaves it to the writer task, which sends
+        # everything queued meanwhile in one call (throughput).
+        if idle:
+            self._corked = True
+            self._corks.links.append(self)
+        else:
+            self._wakeup.set()
+
+    def uncork(self) -> None:
+        """Send what this task step queued (the end of a step: :class:`_Corks`)."""
+        self._corked = False
+        if self.up and not self._writing and not self.out.try_send():
             self._wakeup.set()
 
     async def wait_below(self, limit: int) -> None:
@@ -130,8 +181,11 @@ class Link:
             await self._drained.wait()
 
     def close(self) -> None:
-        """End the link; :meth:`run` returns soon after."""
+        """End the link; :meth:`run` returns soon after. What this task step queued on
+        an idle link still leaves (as it would have without the cork)."""
         if self.up:
+            if self._corked:
+                self.out.try_send()
             self.up = False
             self._closed.set()
             self._drained.set()
