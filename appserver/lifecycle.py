@@ -37,7 +37,16 @@ from appserver.csp import HandshakeRequest, WebSocket, run_post_server
 from appserver.errors import ClientClosed, HandshakeRejected, WebSocketError
 from appserver.port import SocketPort
 from gateway.link.driver import Link
-from gateway.link.events import Accept, Adopt, Close, Handoff, Open, Reject, Resume
+from gateway.link.events import (
+    Accept,
+    Adopt,
+    Close,
+    Handoff,
+    Open,
+    Reject,
+    Resume,
+    SocketStatus,
+)
 from store.api import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -130,20 +139,29 @@ async def serve_socket(runtime: WorkerRuntime, link: Link, event: Open) -> None:
     if not shared and len(runtime.ports) > 1:
         _hand_off(runtime, link, port)
         return
-    port.accepted(shared)
-    state = instance.encoded_state()
-    link.send(Accept(event.wsid, shared, bool(instance.BinaryData), state,
-                     instance.subprotocol))
-    _register(runtime, port, state)
+    _accept(runtime, link, port, shared)
     log.debug("wsid=%s accepted (%s) by %s", event.wsid, "shared" if shared else "private",
               type(instance).__name__)
     if shared:
         # IRIS runs a shared socket's Server() detached from the handshake's %request;
         # dropping it here also keeps an idle socket's memory small.
         instance.request = None
-        runtime.nursery.start_soon(run_server, runtime, port)
-    else:
-        await run_server(runtime, port)
+    del event, request  # an idle socket's task holds its port alone
+    # Server() runs in this task step's wake: its first writes (the chat's Status) leave
+    # with the Accept, in one send, and reach the browser with the 101.
+    await run_server(runtime, port)
+
+
+def _accept(runtime: WorkerRuntime, link: Link, port: SocketPort, shared: bool) -> None:
+    """Tell the gateway the socket is accepted; the Registry here knows it at once (the
+    gateway announces an opened socket to the other workers only)."""
+    port.accepted(shared)
+    runtime.registry.update(port.wsid, SocketStatus.SHARED if shared else SocketStatus.PRIVATE)
+    instance = port.instance
+    state = instance.encoded_state()
+    link.send(Accept(port.wsid, shared, bool(instance.BinaryData), state,
+                     instance.subprotocol))
+    _register(runtime, port, state)
 
 
 def _hand_off(runtime: WorkerRuntime, link: Link, port: SocketPort) -> None:
@@ -178,11 +196,7 @@ async def adopt_socket(runtime: WorkerRuntime, link: Link, event: Adopt) -> None
         link.send(Reject(event.open.wsid, 500, "the private socket could not be restored"))
         return
     instance.fix_mode()
-    port.accepted(False)
-    state = instance.encoded_state()
-    link.send(Accept(event.open.wsid, False, bool(instance.BinaryData), state,
-                     instance.subprotocol))
-    _register(runtime, port, state)
+    _accept(runtime, link, port, False)
     await run_server(runtime, port)
 
 

@@ -156,18 +156,23 @@ class Gateway:
 
     # --- the Registry, and a socket's life (SocketOwner) -------------------------------
 
-    def _announce(self, bs: BrowserSocket, status: SocketStatus) -> None:
-        frame = encode(SocketState(bs.wsid, status, bs.session))
-        for link in self.links.all_links():
-            link.send_frame(frame)
+    def _announce(self, bs: BrowserSocket, status: SocketStatus, *,
+                  home_knows: bool = False) -> None:
+        links = [link for link in self.links.all_links()
+                 if not (home_knows and link is bs.home)]
+        if links:
+            frame = encode(SocketState(bs.wsid, status, bs.session))
+            for link in links:
+                link.send_frame(frame)
 
     def socket_connecting(self, bs: BrowserSocket) -> None:
         """Every worker hears of a new socket before its handshake worker does."""
         self._announce(bs, SocketStatus.CONNECTING)
 
     def socket_opened(self, bs: BrowserSocket) -> None:
-        """The socket is open, in its mode."""
-        self._announce(bs, SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE)
+        """The socket is open, in its mode (its worker knows: it accepted it)."""
+        self._announce(bs, SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE,
+                       home_knows=True)
         self.stats["sockets_opened"] += 1
 
     def socket_closing(self, bs: BrowserSocket) -> None:
