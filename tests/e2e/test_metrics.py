@@ -56,4 +56,7 @@ async def test_gateway_and_appserver_metrics(start_run: StartRun) -> None:
                 await trio.sleep(0.2)
             assert metric(app, 'wsgate_appserver_workers{state="busy"}') >= 3
             assert metric(app, "wsgate_appserver_store_commit_seconds_count") >= 1
+            # commits that found the write lock free ran on the event loop
+            assert metric(app, "wsgate_appserver_store_commits_on_loop_total") >= 1
+            assert "wsgate_appserver_store_checkpoint_seconds_count" in app
             assert metric(app, "wsgate_appserver_sockets") == 2
