@@ -72,7 +72,11 @@ class _Corks(trio.abc.Instrument):
         if self.links:
             links, self.links = self.links, []
             for link in links:
-                link.uncork()
+                try:
+                    link.uncork()
+                except Exception:  # trio would drop the instrument: no link would send
+                    log.exception("link %d: could not send; closing it", link.id)
+                    link.close()
 
 
 _CORKS: RunVar[_Corks] = RunVar("wsgate_link_corks")

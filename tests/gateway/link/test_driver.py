@@ -61,3 +61,40 @@ async def test_many_writers_wait_below_the_limit_while_the_peer_reads_slowly() -
             link.close()
     assert bytes(received) == frame.data * 200
     theirs.close()
+
+
+class CountingSocket(socket.socket):
+    """A socket that records the bytes of each send call."""
+
+    sends: list[bytes]
+
+    def send(self, data: bytes, flags: int = 0, /) -> int:  # type: ignore[override]
+        sent = super().send(data, flags)
+        self.sends.append(bytes(data[:sent]))
+        return sent
+
+
+async def test_frames_of_one_task_step_leave_in_one_send_and_close_flushes_them() -> None:
+    """An idle link sends nothing while the step that queues runs on; when the step
+    ends, everything it queued leaves in one send, in order. A close in the same step
+    still sends what was queued (a private socket's Close before its link ends)."""
+    ours, theirs = socket.socketpair()
+    counted = CountingSocket(fileno=ours.detach())
+    counted.sends = []
+    counted.setblocking(False)
+    conn = LinkConnection.adopted(Role.APPSERVER, gateway_id="gw.a", link_id=1)
+    link = Link(counted, conn, worker_pid=0)
+    frames = [encode(Write("gw.a-1", False, f"m{i}".encode())) for i in range(3)]
+    with trio.fail_after(10):
+        for frame in frames:
+            link.send_frame(frame)
+        assert counted.sends == []  # this step is not over
+        await trio.lowlevel.checkpoint()
+        assert counted.sends == [b"".join(f.data for f in frames)]
+        link.send_frame(frames[0])
+        link.close()
+        assert counted.sends[1:] == [frames[0].data]
+    theirs.setblocking(False)
+    assert theirs.recv(65536) == b"".join(f.data for f in (*frames, frames[0]))
+    counted.close()
+    theirs.close()
