@@ -6,57 +6,17 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import AsyncExitStack
 
 import trio
 
 from tests.conftest import StartRun
 from tests.faults.chatload import room
-from tests.support import System, open_ws
+from tests.limits.raw import OP_CLOSE, OP_PING, client_frame, close_payload, upgraded
+from tests.support import open_ws
 
 FAST = ("--link-heartbeat", "0.2")
-
-
-class RawBrowser:
-    """A WebSocket client that reads frames and answers nothing (not even pings)."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-
-    @classmethod
-    async def open(cls, system: System, target: str) -> RawBrowser:
-        stream = await trio.open_tcp_stream("127.0.0.1", system.port)
-        browser = cls(stream)
-        await stream.send_all(
-            (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-             "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        while b"\r\n\r\n" not in browser.buffer:
-            browser.buffer += await stream.receive_some()
-        head, _, rest = bytes(browser.buffer).partition(b"\r\n\r\n")
-        assert head.split()[1] == b"101", head
-        browser.buffer = bytearray(rest)
-        return browser
-
-    async def frame(self) -> tuple[int, bytes]:
-        """The next frame: (opcode, payload); server frames are never masked."""
-        while True:
-            if len(self.buffer) >= 2:
-                length = self.buffer[1] & 0x7F
-                start = 2 if length < 126 else 4 if length == 126 else 10
-                if len(self.buffer) >= start:
-                    if length == 126:
-                        length = int.from_bytes(self.buffer[2:4], "big")
-                    elif length == 127:
-                        length = int.from_bytes(self.buffer[2:10], "big")
-                    if len(self.buffer) >= start + length:
-                        opcode = self.buffer[0] & 0x0F
-                        payload = bytes(self.buffer[start:start + length])
-                        del self.buffer[:start + length]
-                        return opcode, payload
-            chunk = await self.stream.receive_some()
-            assert chunk, "the gateway hung up without a close frame"
-            self.buffer += chunk
+ECHO_PATH = "/csp/user/Echo.Server.cls"
 
 
 async def test_a_browser_that_never_answers_pings_is_closed_with_1001(
@@ -66,20 +26,15 @@ async def test_a_browser_that_never_answers_pings_is_closed_with_1001(
     --ping-timeout more; one that answers pings stays open."""
     system = start_split("--ping-interval", "0.3", "--ping-timeout", "0.3", workers=1)
     with trio.fail_after(30):
-        async with open_ws(system.ws_url("/csp/user/Echo.Server.cls")) as answering:
-            silent = await RawBrowser.open(system, "/csp/user/Echo.Server.cls")
+        async with open_ws(system.ws_url(ECHO_PATH)) as answering, \
+                upgraded(system.port, ECHO_PATH) as (head, silent):
+            assert head.status == 101, head.raw
             started = time.monotonic()
-            opcodes = []
-            while True:
-                opcode, payload = await silent.frame()
-                opcodes.append(opcode)
-                if opcode == 0x8:
-                    break
+            code, reason, opcodes = await silent.close_frame()  # it never pongs
             closed_after = time.monotonic() - started
-            await silent.stream.aclose()
-            assert 0x9 in opcodes  # pinged first
-            assert int.from_bytes(payload[:2], "big") == 1001
-            assert b"ping" in payload[2:]
+            assert OP_PING in opcodes  # pinged first
+            assert code == 1001
+            assert "ping" in reason
             # The answering client (trio-websocket pongs by itself) lived through it.
             await answering.send_message("still here")
             assert await answering.get_message() == "still here"
@@ -150,33 +105,29 @@ async def test_sigterm_drains_the_gateway_with_1001_and_exit_0(start_split: Star
     connections are refused, and the gateway exits 0 within --drain-timeout."""
     system = start_split("--drain-timeout", "10", workers=1)
     with trio.fail_after(60):
-        browsers = [await RawBrowser.open(system, "/csp/user/Echo.Server.cls")
-                    for _ in range(200)]
-        gateway = system.processes[1]
-        os.kill(gateway.pid, signal.SIGTERM)
-        started = time.monotonic()
-        codes = []
-        first = browsers[0]
-        while (await first.frame())[0] != 0x8:
-            pass
-        codes.append(1001)
-        await first.stream.send_all(b"\x88\x82\x00\x00\x00\x00\x03\xe9")
-        try:
-            refused = await trio.open_tcp_stream("127.0.0.1", system.port)
-        except OSError:
-            refused = None
-        assert refused is None, "the draining gateway took a new connection"
-        for browser in browsers[1:]:
-            while True:
-                opcode, payload = await browser.frame()
-                if opcode == 0x8:
-                    codes.append(int.from_bytes(payload[:2], "big"))
-                    await browser.stream.send_all(b"\x88\x82\x00\x00\x00\x00" + payload[:2])
-                    break
-        exit_code = await trio.to_thread.run_sync(gateway.popen.wait, 15)
-        drained = time.monotonic() - started
-        for browser in browsers:
-            await browser.stream.aclose()
+        async with AsyncExitStack() as stack:
+            browsers = []
+            for _ in range(200):
+                head, browser = await stack.enter_async_context(
+                    upgraded(system.port, ECHO_PATH))
+                assert head.status == 101, head.raw
+                browsers.append(browser)
+            gateway = system.processes[1]
+            os.kill(gateway.pid, signal.SIGTERM)
+            started = time.monotonic()
+            codes = []
+            for n, browser in enumerate(browsers):
+                code, _, _ = await browser.close_frame()
+                codes.append(code)
+                await browser.send(client_frame(OP_CLOSE, close_payload(code)))
+                if n == 0:  # the drain has begun: no new connection is taken
+                    try:
+                        refused = await trio.open_tcp_stream("127.0.0.1", system.port)
+                    except OSError:
+                        refused = None
+                    assert refused is None, "the draining gateway took a new connection"
+            exit_code = await trio.to_thread.run_sync(gateway.popen.wait, 15)
+            drained = time.monotonic() - started
     assert codes == [1001] * 200
     assert exit_code == 0
     print(f"200 sockets drained, gateway exited 0 after {drained:.2f} s")
