@@ -157,12 +157,12 @@ class Gateway:
     # --- the Registry, and a socket's life (SocketOwner) -------------------------------
 
     def _announce(self, bs: BrowserSocket, status: SocketStatus, *,
-                  home_knows: bool = False) -> None:
-        links = [link for link in self.links.all_links()
-                 if not (home_knows and link is bs.home)]
-        if links:
-            frame = encode(SocketState(bs.wsid, status, bs.session))
-            for link in links:
+                  skip: GatewayLink | None = None) -> None:
+        frame = None
+        for link in self.links.all_links():
+            if link is not skip:
+                if frame is None:  # encoded once, for every link
+                    frame = encode(SocketState(bs.wsid, status, bs.session))
                 link.send_frame(frame)
 
     def socket_connecting(self, bs: BrowserSocket) -> None:
@@ -172,7 +172,7 @@ class Gateway:
     def socket_opened(self, bs: BrowserSocket) -> None:
         """The socket is open, in its mode (its worker knows: it accepted it)."""
         self._announce(bs, SocketStatus.SHARED if bs.shared else SocketStatus.PRIVATE,
-                       home_knows=True)
+                       skip=bs.home)
         self.stats["sockets_opened"] += 1
 
     def socket_closing(self, bs: BrowserSocket) -> None:

@@ -113,9 +113,8 @@ class LinkPool:
     async def acquire(self, timeout_s: float) -> GatewayLink | None:
         """A pool link, waiting up to ``timeout_s`` for one (IRIS: Queued Request Timeout)."""
         link = self.pick()
-        if link is not None:  # the usual case, without a deadline to register
-            await trio.lowlevel.checkpoint()
-            return link
+        if link is not None:  # the usual case: no deadline to register (nor a yield,
+            return link       # after which the link picked might be gone)
         with trio.move_on_after(timeout_s):
             while True:
                 link = self.pick()
