@@ -11,6 +11,7 @@ import sys
 from functools import partial
 
 from appserver.config import AppServerConfig
+from gateway.link.flags import APPSERVER_FLAGS, add_flags
 from gateway.link.process import (
     SecretError,
     configure_logging,
@@ -32,15 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where gateways link to (default 127.0.0.1:0, a free port)")
     parser.add_argument("--workers", type=int, default=2, metavar="N",
                         help="worker processes started at once (default 2)")
-    parser.add_argument("--max-workers", type=int, default=None, metavar="N",
-                        help="most worker processes (IRIS: Maximum Server Connections; "
-                             "default max(8, --workers))")
-    parser.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
-                        help="seconds before an idle worker above --workers exits "
-                             "(IRIS: No Activity Timeout; default 60)")
-    parser.add_argument("--node-ttl", type=float, default=15.0, metavar="S",
-                        help="a gateway no worker is linked to counts as gone, and its "
-                             "sockets' OnPostServer runs, within S seconds (default 15)")
     parser.add_argument("--link-heartbeat", type=float, default=5.0, metavar="S",
                         help="heartbeat period of the links; a gateway silent for three "
                              "periods is dead (default 5)")
@@ -53,17 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Redis through which writes reach other nodes' gateways, "
                              "redis://HOST:PORT/DB (default: the --store Redis, if any; "
                              "'off' for none)")
-    parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
-                        help="serve a WebSocket server class (repeatable); the chat and "
-                             "Echo.Server are always served")
-    parser.add_argument("--mode", choices=["shared", "private"], default="shared",
-                        help="the chat's mode when the handshake has no ?mode= "
-                             "(default shared)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        dest="settings", help="an option for server classes (repeatable)")
-    parser.add_argument("--metrics", default="127.0.0.1:0", metavar="HOST:PORT",
-                        help="where to serve /metrics (default 127.0.0.1:0, a free port; "
-                             "'off' for none)")
+    add_flags(parser, APPSERVER_FLAGS)  # the ones wsgate run takes too
     parser.add_argument("--id", default="as", dest="appserver_id",
                         help="this app server's name, shown in the gateway's /status")
     parser.add_argument("--secret-file", metavar="PATH",

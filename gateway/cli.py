@@ -15,6 +15,7 @@ from functools import partial
 
 from gateway.config import GatewayConfig, new_gateway_id
 from gateway.link.codec import MAX_PAYLOAD_BYTES
+from gateway.link.flags import GATEWAY_FLAGS, add_flags
 from gateway.link.process import (
     SecretError,
     configure_logging,
@@ -40,61 +41,16 @@ def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prefix of this gateway's id; WebSocketIDs start with it")
     parser.add_argument("--secret-file", metavar="PATH",
                         help="the link secret (default: $WSGATE_SECRET)")
-    parser.add_argument("--max-message-bytes", type=int, default=1024 * 1024, metavar="N",
-                        help="largest message a browser may send; more closes with 1009")
-    parser.add_argument("--max-queued-bytes", type=int, default=8 * 1024 * 1024, metavar="N",
-                        help="bytes queued for one browser before it is closed as too "
-                             "slow, 1008 (default 8 MiB; never below one message)")
-    parser.add_argument("--max-held-bytes", type=int, default=4 * 1024 * 1024, metavar="N",
-                        help="bytes of one browser's messages kept until its worker "
-                             "acknowledges them, also while no worker has it; more closes "
-                             "it with 1013 (default 4 MiB; never below one message)")
-    parser.add_argument("--ping-interval", type=float, default=20.0, metavar="S",
-                        help="ping a browser silent for S seconds (default 20; 0: never)")
-    parser.add_argument("--ping-timeout", type=float, default=20.0, metavar="S",
-                        help="close (1001) a browser silent for S seconds after a ping "
-                             "(default 20)")
     parser.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
                         help="on SIGTERM, how long closing every browser socket (1001) "
                              "may take before the gateway exits (default 10)")
     parser.add_argument("--link-heartbeat", type=float, default=5.0, metavar="S",
                         help="heartbeat period of the links; a worker silent for three "
                              "periods is dead and its sockets move on (default 5)")
-    parser.add_argument("--max-sockets", type=int, default=100_000, metavar="N",
-                        help="sockets held at once at most; more get 503 (default 100000)")
-    parser.add_argument("--max-connect-rate", type=float, default=1000.0, metavar="R",
-                        help="new connections per second per client address; more get "
-                             "429 (default 1000; 0: no limit)")
-    parser.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S",
-                        help="how long a client may take to send its request (and a TLS "
-                             "handshake) before it is hung up on (default 10)")
-    parser.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
-                        help="a page origin (scheme://host[:port]) allowed to open sockets "
-                             "besides this gateway's own; '*' allows any (repeatable; "
-                             "default: only the gateway's own pages, and clients that "
-                             "send no Origin)")
     parser.add_argument("--bus", default="", metavar="URL",
                         help="the Redis of many nodes, redis://HOST:PORT/DB: other nodes' "
                              "writes for this gateway's sockets arrive through it")
-    parser.add_argument("--certfile", metavar="PATH",
-                        help="TLS certificate chain (PEM): serve https and wss")
-    parser.add_argument("--keyfile", metavar="PATH",
-                        help="the certificate's private key (PEM; default: in --certfile)")
-    parser.add_argument("--queue-timeout", type=float, default=10.0, metavar="S",
-                        help="how long a new socket waits for a free link before 503 "
-                             "(IRIS: Queued Request Timeout; default 10)")
-    parser.add_argument("--response-timeout", type=float, default=30.0, metavar="S",
-                        help="how long a worker may take to answer a handshake (default 30)")
-    parser.add_argument("--session-timeout", type=float, default=0.0, metavar="S",
-                        help="close a socket after S seconds with no message either way "
-                             "(IRIS: the CSP session timeout; default 0, never)")
-    parser.add_argument("--registry-methods", choices=["enabled", "disabled"],
-                        default="enabled",
-                        help="disabled: refuse shared sockets, so every socket runs "
-                             "private (IRIS: REGISTRY_METHODS in CSP.ini)")
-    parser.add_argument("--status-allow", action="append", default=[], metavar="CIDR",
-                        help="clients allowed to read /status and /metrics "
-                             "(default loopback only; repeatable)")
+    add_flags(parser, GATEWAY_FLAGS)  # the ones wsgate run takes too
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="exit when the parent process does (used by wsgate run)")
 

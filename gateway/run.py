@@ -24,6 +24,7 @@ import sys
 import time
 from types import FrameType
 
+from gateway.link.flags import APPSERVER_FLAGS, GATEWAY_FLAGS, add_flags, passed_on
 from gateway.link.process import configure_logging, listen_error
 
 __all__ = ["add_arguments", "run"]
@@ -65,114 +66,49 @@ def _check_port(host: str, port: int) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``wsgate run`` flags."""
+    """The ``wsgate run`` flags: its own, then those it passes on, as given, to the app
+    server and to the gateway (declared once for both commands: gateway/link/flags.py)."""
     parser.add_argument("--host", default="127.0.0.1", help="address for browsers")
     parser.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
     parser.add_argument("--workers", type=int, default=2, metavar="N",
                         help="worker processes, and links from the gateway (default 2)")
-    parser.add_argument("--max-workers", type=int, default=None, metavar="N",
-                        help="most worker processes (IRIS: Maximum Server Connections; "
-                             "default max(8, --workers))")
-    parser.add_argument("--mode", choices=["shared", "private"], default="shared",
-                        help="the chat's mode when the handshake has no ?mode= "
-                             "(default shared)")
-    parser.add_argument("--idle-timeout", type=float, default=None, metavar="S",
-                        help="seconds before an idle worker above --workers exits "
-                             "(IRIS: No Activity Timeout; default 60)")
-    parser.add_argument("--queue-timeout", type=float, default=None, metavar="S",
-                        help="how long a new socket waits for a free worker before 503 "
-                             "(IRIS: Queued Request Timeout; default 10)")
-    parser.add_argument("--session-timeout", type=float, default=None, metavar="S",
-                        help="close sockets idle for S seconds (default never)")
     parser.add_argument("--db", default="./wsgate.db", metavar="PATH",
                         help="the SQLite store (default ./wsgate.db)")
     parser.add_argument("--store", default=None, metavar="URL",
                         help="a Redis store shared by many nodes, redis://HOST:PORT/DB "
                              "(default: the SQLite --db); the gateway then joins the "
                              "nodes' bus on it too")
-    parser.add_argument("--app", action="append", default=[], metavar="MODULE:CLASS",
-                        help="also serve this WebSocket server class (repeatable)")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        dest="settings", help="an option for server classes (repeatable)")
-    parser.add_argument("--max-message-bytes", type=int, default=None, metavar="N",
-                        help="largest message a browser may send (default 1 MiB)")
-    parser.add_argument("--max-queued-bytes", type=int, default=None, metavar="N",
-                        help="bytes queued for one browser before it is closed as too "
-                             "slow (default 8 MiB)")
-    parser.add_argument("--max-held-bytes", type=int, default=None, metavar="N",
-                        help="bytes of one browser's messages kept until its worker "
-                             "acknowledges them; more closes it with 1013 (default 4 MiB)")
-    parser.add_argument("--ping-interval", type=float, default=None, metavar="S",
-                        help="ping a browser silent for S seconds (default 20; 0: never)")
-    parser.add_argument("--ping-timeout", type=float, default=None, metavar="S",
-                        help="close (1001) a browser silent for S seconds after a ping "
-                             "(default 20)")
     parser.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT_S, metavar="S",
                         help="on Ctrl-C or SIGTERM, how long the gateway may take closing "
                              "browser sockets (1001) before the app server stops "
                              f"(default {DRAIN_TIMEOUT_S:g})")
-    parser.add_argument("--max-sockets", type=int, default=None, metavar="N",
-                        help="sockets held at once at most; more get 503 (default 100000)")
-    parser.add_argument("--max-connect-rate", type=float, default=None, metavar="R",
-                        help="new connections per second per client address; more get "
-                             "429 (default 1000; 0: no limit)")
-    parser.add_argument("--handshake-timeout", type=float, default=None, metavar="S",
-                        help="how long a client may take to send its request (default 10)")
-    parser.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
-                        help="a page origin allowed to open sockets besides the gateway's "
-                             "own; '*' allows any (repeatable)")
-    parser.add_argument("--certfile", metavar="PATH",
-                        help="TLS certificate chain (PEM): serve https and wss")
-    parser.add_argument("--keyfile", metavar="PATH", help="the certificate's private key")
     parser.add_argument("--link-heartbeat", type=float, default=None, metavar="S",
                         help="heartbeat period of the links, both ways (default 5)")
-    parser.add_argument("--node-ttl", type=float, default=None, metavar="S",
-                        help="seconds a gateway may stay unlinked before its sockets' "
-                             "OnPostServer runs without it (default 15)")
+    add_flags(parser.add_argument_group("passed on to the app server"), APPSERVER_FLAGS,
+              for_launcher=True)
+    add_flags(parser.add_argument_group("passed on to the gateway"), GATEWAY_FLAGS,
+              for_launcher=True)
 
 
 def _appserver_command(args: argparse.Namespace) -> list[str]:
     command = [sys.executable, "-m", "gateway.cli", "appserver", "--listen", "127.0.0.1:0",
                "--workers", str(args.workers), "--db", args.db, "--exit-with-parent",
-               "--log-level", args.log_level, "--mode", args.mode]
-    for flag, value in (("--max-workers", args.max_workers),
-                        ("--store", args.store),
-                        ("--idle-timeout", args.idle_timeout),
-                        ("--link-heartbeat", args.link_heartbeat),
-                        ("--node-ttl", args.node_ttl)):
+               "--log-level", args.log_level]
+    for flag, value in (("--store", args.store), ("--link-heartbeat", args.link_heartbeat)):
         if value is not None:
             command += [flag, str(value)]
-    for app in args.app:
-        command += ["--app", app]
-    for setting in args.settings:
-        command += ["--set", setting]
-    return command
+    return command + passed_on(args, APPSERVER_FLAGS)
 
 
 def _gateway_command(args: argparse.Namespace, appserver: str) -> list[str]:
     command = [sys.executable, "-m", "gateway.cli", "gateway", "--host", args.host,
                "--port", str(args.port), "--appserver", appserver, "--pool",
-               str(args.workers), "--exit-with-parent", "--log-level", args.log_level]
-    for flag, value in (("--max-message-bytes", args.max_message_bytes),
-                        ("--queue-timeout", args.queue_timeout),
-                        ("--session-timeout", args.session_timeout),
-                        ("--max-queued-bytes", args.max_queued_bytes),
-                        ("--max-held-bytes", args.max_held_bytes),
-                        ("--ping-interval", args.ping_interval),
-                        ("--ping-timeout", args.ping_timeout),
-                        ("--drain-timeout", args.drain_timeout),
-                        ("--link-heartbeat", args.link_heartbeat),
-                        ("--max-sockets", args.max_sockets),
-                        ("--max-connect-rate", args.max_connect_rate),
-                        ("--handshake-timeout", args.handshake_timeout),
-                        ("--certfile", args.certfile),
-                        ("--bus", args.store),
-                        ("--keyfile", args.keyfile)):
+               str(args.workers), "--exit-with-parent", "--log-level", args.log_level,
+               "--drain-timeout", str(args.drain_timeout)]
+    for flag, value in (("--bus", args.store), ("--link-heartbeat", args.link_heartbeat)):
         if value is not None:
             command += [flag, str(value)]
-    for origin in args.allowed_origin:
-        command += ["--allowed-origin", origin]
-    return command
+    return command + passed_on(args, GATEWAY_FLAGS)
 
 
 class Child:
