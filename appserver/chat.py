@@ -8,13 +8,18 @@ docs/differences.md.
 
 Wire shapes (as in the tutorial):
 
-* client -> server: ``{"Message": base64(text), "Author": alias}`` or ``{"User": alias}``
+* client -> server: ``{"Message": base64(text), "Author": alias}`` or ``{"User": alias}``;
+  a chat message may carry (an addition) ``"Cid"``, the page's own id for it, random
+  and unique: the page sends it again after a reconnection until it has seen it come
+  back, and the store keeps it once
 * server -> client: ``{"Type": "Status", "Message": ..., "WSID": id}`` once, to that
   socket; ``{"Message", "Author", "Type": "Chat", "Sent": "YYYY-MM-DD HH:MM:SS"}`` to
-  every socket of the room, the sender included; ``{"Type": "userlist", "Users":
+  every socket of the room, the sender included (with its ``Id``, and its ``Cid`` if
+  it had one); ``{"Type": "userlist", "Users":
   [{"User": alias}, ...]}`` in join order; and (an addition) ``{"Type": "Error",
   "Message": why}`` to a socket whose input was refused, or whose message could not be
-  stored (the store was unreachable: nothing was sent, the sender may send it again).
+  stored (the store was unreachable: nothing was sent, the sender may send it again),
+  with the refused message's ``Cid`` if it had one.
 
 Both IRIS modes, chosen per socket in OnPreServer: the handshake's ``?mode=shared`` or
 ``?mode=private``, else the app server's ``--mode`` (default shared). A shared socket
@@ -33,6 +38,7 @@ import binascii
 import contextlib
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -62,6 +68,9 @@ SWEEP_INTERVAL_S = 10.0
 #: (worker pid, room) -> when that worker last swept the room.
 _last_sweep: dict[tuple[int, str], float] = {}
 MAX_ALIAS_CHARS = 64
+#: A page's id for one of its messages: what the page makes (32 hex digits) and room
+#: for other clients' own schemes.
+_CID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 #: How long OnPostServer keeps trying a store it cannot reach.
 POST_SERVER_RETRY_S = 60.0
 STATUS_TEXT = "status update, this shouldn't be processed as message"
@@ -87,8 +96,22 @@ def chat_event(row: ChatMessage) -> dict[str, Any]:
     # Fix: only Message and Author are relayed, so a client cannot forge other keys.
     # Sent is when the message was stored: the same for pushed and polled deliveries.
     # Id (an addition): the message's number in its room, what ?since= counts.
-    return {"Message": stored["Message"], "Author": stored.get("Author", "unknown"),
-            "Type": "Chat", "Sent": row.sent, "Id": row.seq}
+    # Cid (an addition): the sender's page stops sending it again when it sees it here.
+    event = {"Message": stored["Message"], "Author": stored.get("Author", "unknown"),
+             "Type": "Chat", "Sent": row.sent, "Id": row.seq}
+    if isinstance(stored.get("Cid"), str):
+        event["Cid"] = stored["Cid"]
+    return event
+
+
+def _cid_of(data: str | bytes) -> str | None:
+    """The valid ``Cid`` of a client message, if it has one (for its Error reply)."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    cid = message.get("Cid") if isinstance(message, dict) else None
+    return cid if isinstance(cid, str) and _CID.fullmatch(cid) else None
 
 
 def _since(value: str | None, default: int) -> int:
@@ -96,6 +119,12 @@ def _since(value: str | None, default: int) -> int:
     if value is not None and value.isdigit():
         return int(value)
     return default
+
+
+def _error(why: str, cid: str | None) -> dict[str, Any]:
+    """An Error reply; with the Cid of the message it refuses, if it had one."""
+    return {"Type": "Error", "Message": why} if cid is None else {
+        "Type": "Error", "Message": why, "Cid": cid}
 
 
 def _userlist(users: list[str]) -> dict[str, Any]:
@@ -197,13 +226,13 @@ class ChatServer(WebSocket):
             try:
                 await self.Dispatch(data)
             except BadInput as exc:
-                await self._refuse(str(exc))
+                await self._refuse(str(exc), _cid_of(data))
             except StoreUnavailable as exc:
                 # Nothing was stored, so nothing was sent: the sender is told (the
-                # page shows it), and may send it again.
+                # page shows it, and forgets the line), and may send it again.
                 log.warning("wsid=%s message refused: %s", self.WebSocketID, exc)
-                await self.Write(_json({"Type": "Error",
-                                        "Message": f"not sent: {exc}; try again"}))
+                await self.Write(_json(_error(f"not sent: {exc}; try again",
+                                              _cid_of(data))))
             if private:
                 await self._poll()
 
@@ -308,11 +337,19 @@ class ChatServer(WebSocket):
             raise BadInput("Message is not valid base64") from None
         if not isinstance(author, str) or len(author) > MAX_ALIAS_CHARS:
             raise BadInput(f"Author must be a name of at most {MAX_ALIAS_CHARS} characters")
-        # message_id is the same when a crash makes the message arrive again: the store
-        # keeps it once, and the gateway delivers it once (its Id orders the room).
-        stored = await self.store.store_message(data, wsid=self.WebSocketID, room=self.room,
-                                                author=author,
-                                                client_id=self.message_id or None)
+        cid = message.get("Cid")
+        if cid is not None and not (isinstance(cid, str) and _CID.fullmatch(cid)):
+            raise BadInput("Cid must be 8 to 64 letters, digits, '-' or '_'")
+        # The id is the same when the message arrives again: the page's Cid when it sent
+        # it again over a new socket (its gateway died before the line was stored, or
+        # before the page saw it stored), else message_id, when a worker's crash made
+        # the gateway deliver it again. The store keeps it once, and the gateway
+        # delivers it once (its Id orders the room).
+        stored = await self.store.store_message(
+            data, wsid=self.WebSocketID, room=self.room, author=author,
+            client_id=f"page:{cid}" if cid is not None else (self.message_id or None))
+        if stored.duplicate and stored.row.room != self.room:
+            return  # a Cid of another room's message: nothing of this room's to send
         await self.ProcessMessage(stored.row.id, stored.row)
 
     async def StatusUpdate(self, wsid: str) -> None:
@@ -421,8 +458,8 @@ class ChatServer(WebSocket):
         version, users = await self.store.versioned_userlist(self.room)
         await self.SendData(_userlist(users), seq=version, group=self.users_group)
 
-    async def _refuse(self, why: str) -> None:
+    async def _refuse(self, why: str, cid: str | None) -> None:
         log.info("wsid=%s bad input: %s", self.WebSocketID, why)
         with contextlib.suppress(StoreUnavailable):  # the app server's log has it
             await self.store.log_error("bad input", why, self.WebSocketID)
-        await self.Write(_json({"Type": "Error", "Message": why}))
+        await self.Write(_json(_error(why, cid)))

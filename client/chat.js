@@ -2,8 +2,10 @@
 // Wire shapes are the tutorial's; its defects are fixed (docs/differences.md):
 // UTF-8-safe base64, everything shown is escaped (textContent), onerror works.
 // Added: the page reconnects by itself (1 s doubling to 30 s, with jitter), asks for
-// what it missed (?since=<the last message Id it shows>), shows each message once, and
-// tells the server its alias again.
+// what it missed (?since=<the last message Id it shows>), shows each message once,
+// tells the server its alias again, and sends again each line it has not yet seen come
+// back (its gateway may have died with it): every line carries a random Cid, and the
+// server stores a Cid once.
 "use strict";
 
 (function () {
@@ -12,7 +14,8 @@
   var aliasSet = false;
   var lastId = 0; // the Id of the last chat message shown
   var attempt = 0; // reconnections tried since the socket was last open
-  var pending = []; // lines typed while disconnected, sent once connected again
+  var pending = []; // aliases typed while disconnected, sent once connected again
+  var unconfirmed = []; // [Cid, JSON] of the lines sent and not yet seen come back
   var RETRY_FIRST_S = 1;
   var RETRY_MAX_S = 30;
 
@@ -109,6 +112,7 @@
       return;
     }
     if (d.Type === "Chat") {
+      forget(d.Cid);
       if (typeof d.Id === "number") {
         if (d.Id <= lastId) {
           return; // shown already (it came again after a reconnection)
@@ -130,9 +134,29 @@
       while (pending.length > 0) {
         ws.send(pending.shift());
       }
+      // Sent before, not seen since: maybe lost with the old socket, maybe stored
+      // (then the server keeps its Cid once, and ?since= brings it back).
+      unconfirmed.forEach(function (entry) {
+        ws.send(entry[1]);
+      });
     } else if (d.Type === "Error") {
+      forget(d.Cid); // refused: the notice says so; it is not sent again
       byId("notice").textContent = String(d.Message);
     }
+  }
+
+  function forget(cid) {
+    unconfirmed = unconfirmed.filter(function (entry) {
+      return entry[0] !== cid;
+    });
+  }
+
+  function newCid() {
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.from(bytes, function (b) {
+      return (b < 16 ? "0" : "") + b.toString(16);
+    }).join("");
   }
 
   function transmit(text) {
@@ -154,7 +178,12 @@
       return;
     }
     if (line !== "") {
-      transmit(JSON.stringify({ Message: encodeText(line), Author: alias }));
+      var cid = newCid();
+      var text = JSON.stringify({ Message: encodeText(line), Author: alias, Cid: cid });
+      unconfirmed.push([cid, text]);
+      if (ws && ws.readyState === WebSocket.OPEN) {
+        ws.send(text); // else the next Status sends it with the other unconfirmed ones
+      }
     }
   }
 

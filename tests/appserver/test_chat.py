@@ -217,6 +217,46 @@ async def test_rooms_do_not_cross(tmp_path: Path) -> None:
     assert all(m["Users"] == [{"User": "bluey"}] for m in blue.of_type("userlist"))
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_line_sent_again_with_its_cid_is_stored_and_delivered_once(
+    tmp_path: Path, mode: str
+) -> None:
+    """A page sends a line again, with the same Cid, over its first socket and over a
+    new one (what it does after a reconnection): one row, one delivery to each socket,
+    the Cid in it; the same Cid from another room stores and sends nothing there."""
+    cid = secrets.token_hex(16)
+    line = {"Message": b64("once"), "Author": "alice", "Cid": cid}
+    with trio.fail_after(TIMEOUT_S):
+        async with running(tmp_path, workers=2, settings={"mode": mode, **POLL}) as h, \
+                AsyncExitStack() as stack:
+            page, other = [await connect(stack, h) for _ in range(2)]
+            elsewhere = await connect(stack, h, "room=elsewhere")
+            await page.send(line)
+            for client in (page, other):
+                assert (await client.expect("Chat"))["Cid"] == cid
+            await page.send(line)
+            again = await connect(stack, h, "since=1")  # the page, reconnected
+            await again.send(line)
+            await elsewhere.send(line)
+            # Marks: each room's messages arrive in order, so a second "once" would
+            # have come before these.
+            await again.say("after", author="alice")
+            await elsewhere.say("elsewhere", author="eve")
+            for client in (page, other, again):
+                assert (await client.expect("Chat"))["Message"] == b64("after")
+            assert (await elsewhere.expect("Chat"))["Message"] == b64("elsewhere")
+    for client in (page, other):
+        assert [m["Message"] for m in client.of_type("Chat")] == [b64("once"), b64("after")]
+    assert [m["Message"] for m in again.of_type("Chat")] == [b64("after")]
+    assert [m["Message"] for m in elsewhere.of_type("Chat")] == [b64("elsewhere")]
+    assert "Cid" not in again.of_type("Chat")[0]
+    assert [client.of_type("Error") for client in (page, other, again, elsewhere)] == [[]] * 4
+    rows = table(h, "SELECT room, client_id FROM messages ORDER BY id")
+    assert rows == [("default", f"page:{cid}"), ("default", rows[1][1]),
+                    ("elsewhere", rows[2][1])]
+    assert rows[1][1] != f"page:{cid}"
+
+
 async def test_shared_and_private_clients_chat_together(tmp_path: Path) -> None:
     """A shared and a private socket in one room see each other's aliases and
     messages, both ways."""

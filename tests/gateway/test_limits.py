@@ -174,9 +174,12 @@ def _errors(db: Path) -> list[tuple[str, str, str]]:
         ('{"Author": "x"}', 'expected {"Message"'),
         ('{"User": ""}', "User must be a non-empty name"),
         (b"\x00\x01binary", "binary frames are not part of the chat protocol"),
+        ('{"Message": "aGk=", "Author": "x", "Cid": "short"}', "Cid must be 8 to 64"),
+        ('{"Message": "aGk=", "Author": "x", "Cid": 12345678}', "Cid must be 8 to 64"),
+        ('{"Message": "%%%", "Author": "x", "Cid": "page-cid-1"}', "not valid base64"),
     ],
     ids=["json", "not-object", "base64", "message-type", "no-message", "empty-alias",
-         "binary"],
+         "binary", "cid-short", "cid-type", "base64-with-cid"],
 )
 async def test_bad_chat_input_is_refused_to_the_sender(
     tmp_path: Path, payload: str | bytes, answer: str
@@ -190,6 +193,8 @@ async def test_bad_chat_input_is_refused_to_the_sender(
             await bad.send(payload)
             error = await bad.expect("Error")
             assert answer in error["Message"]
+            # a refused line's Cid comes back with the Error, so the page forgets it
+            assert error.get("Cid") == ("page-cid-1" if "page-cid-1" in str(payload) else None)
             await assert_chatting(one, two, "during")
             await bad.expect("Chat", Message=b64("during"))
         assert one.of_type("Error") == two.of_type("Error") == []
