@@ -9,7 +9,8 @@ rule: a move missing from the table is a bug, and raises). Its methods own the m
   was told the socket exists (the Registry), so it must hear of its end.
 * ``OPEN``: the gateway answered 101; :meth:`run` reads the browser's frames and
   forwards whole messages to the socket's worker (its *home* link). Each message is
-  kept until that worker acknowledges it.
+  kept until that worker acknowledges it. A silent socket has no reader task: it is
+  *parked* (gateway/parking.py) until the browser sends again.
 * ``DETACHED``: open to the browser, but its worker is gone (a crash, an app-server
   restart). What the browser sends is held, within :attr:`SocketOwner.hold_bytes`
   (over it the socket closes with 1013); writes from other workers still reach it.
@@ -33,7 +34,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -135,6 +138,13 @@ class SocketOwner(Protocol):
     def spawn(self, task: Callable[[], object]) -> None:
         """Run a task that outlives the caller (a drain)."""
 
+    def park(self, bs: BrowserSocket) -> None:
+        """Watch the silent socket without a task; :meth:`BrowserSocket.wake` when it
+        has something to read."""
+
+    def unpark(self, bs: BrowserSocket) -> bool:
+        """Stop watching it (False if it was not parked)."""
+
 
 #: A close frame's reason has at most 123 bytes (RFC 6455 section 5.5).
 _REASON_BYTES = 120
@@ -164,7 +174,8 @@ class BrowserSocket:
     """One browser WebSocket held by the gateway; see the module docstring."""
 
     __slots__ = (
-        "_drain_running", "_handshake", "_linger", "_reader_scope", "_received", "_unacked",
+        "_drain_running", "_handshake", "_linger", "_parkable", "_parked", "_parking",
+        "_reader_scope", "_received", "_unacked",
         "_unacked_bytes", "binary", "class_name", "client_address", "close_code",
         "close_reason", "groups", "home", "last_activity", "last_heard", "out", "owner", "phase",
         "session", "shared", "sock", "state", "ws", "wsid",
@@ -211,6 +222,12 @@ class BrowserSocket:
         #: After a protocol error: read and drop what the browser still sends, briefly,
         #: so that closing does not reset the connection under our close frame.
         self._linger = False
+        #: Plain TCP (TLS may hold decrypted bytes no epoll event announces).
+        self._parkable = not isinstance(sock, ssl.SSLSocket)
+        #: No reader task: the socket waits in the gateway's parking (gateway/parking.py).
+        self._parked = False
+        #: The reader was cancelled to park the socket.
+        self._parking = False
 
     @property
     def mode(self) -> str:
@@ -275,6 +292,8 @@ class BrowserSocket:
             self.close(*handshake.pending_close)
         self.flush()
         ws.receive_data(trailing)
+        if trailing:  # wsproto holds frames already: a reader must see them
+            self._parkable = False
 
     def fail(self) -> None:
         """The handshake failed (refused, timed out, cancelled): forget the socket."""
@@ -381,10 +400,11 @@ class BrowserSocket:
         return True
 
     def _cancel_reader(self, after_s: float) -> None:
-        if self._reader_scope is not None:
-            self._reader_scope.deadline = min(
-                self._reader_scope.deadline, trio.current_time() + after_s
-            )
+        deadline = trio.current_time() + after_s
+        if self._parked:  # the closing handshake needs a reader
+            self.wake(deadline)
+        elif self._reader_scope is not None:
+            self._reader_scope.deadline = min(self._reader_scope.deadline, deadline)
 
     def _finish(self, step: Step) -> None:
         """Move to CLOSED and forget the socket everywhere, exactly once."""
@@ -399,26 +419,86 @@ class BrowserSocket:
 
     # --- inbound -----------------------------------------------------------------------
 
+    def start_reading(self) -> None:
+        """Right after the 101: park the socket until the browser speaks, or, when it
+        cannot be parked (TLS, frames already read, closing), start its reader."""
+        self._parkable = self._parkable and not self._linger
+        if self._parkable and self.phase in _LIVE:
+            self._parked = True
+            self.owner.park(self)
+        else:
+            self.owner.spawn(self.run)
+
+    @property
+    def parked(self) -> bool:
+        """No reader task: the socket waits in the gateway's parking."""
+        return self._parked
+
+    def park_reader(self) -> bool:
+        """A silent open socket: end its reader, to park it (True if it will be)."""
+        if (self._parked or self._parking or not self._parkable or self.phase not in _LIVE
+                or self._reader_scope is None or self._reader_scope.cancel_called):
+            return False
+        self._parking = True
+        self._reader_scope.cancel()
+        return True
+
+    def wake(self, deadline: float = math.inf) -> None:
+        """The parked socket has something to read (or must close): start its reader,
+        which gives up at ``deadline``."""
+        if self._parked and self.owner.unpark(self):
+            self._parked = False
+            self._reader_scope = trio.CancelScope(deadline=deadline)
+            self.owner.spawn(self.run)
+
+    def hang_up_parked(self) -> None:
+        """The gateway stops with the socket parked: forget it and close its TCP socket,
+        as its reader would have."""
+        if self._parked and self.owner.unpark(self):
+            self._parked = False
+            if self.phase in _LIVE:
+                self._finish(Step.BROWSER_CLOSED)
+            self.sock.close()
+
     async def run(self) -> None:
-        """Read the open socket until it closes; then forget it and close its TCP socket."""
+        """Read the open socket until it closes, then forget it and close its TCP
+        socket; or until it is parked (:meth:`park_reader`), with nothing more to do."""
         try:
-            assert self._reader_scope is not None
-            with self._reader_scope:
-                await self._read_loop()
+            while True:
+                scope = self._reader_scope
+                assert scope is not None
+                with scope:
+                    await self._read_loop()
+                if not self._parking:
+                    break
+                self._parking = False
+                if self.phase in _LIVE:
+                    self._parked = True
+                    self.owner.park(self)
+                    return
+                if self.phase is not Phase.CLOSING:
+                    break
+                # Closed by us while it was being parked: read on for the browser's
+                # close frame, within the closing deadline.
+                self._reader_scope = trio.CancelScope(deadline=scope.deadline)
         except (trio.ClosedResourceError, OSError):
             pass
         except Exception:
             log.exception("wsid=%s internal error", self.wsid)
         finally:
-            if self.phase is Phase.CLOSING:  # no answer to our close, or we hung up
-                self._finish(Step.ABORT)
-            elif self.phase in _LIVE:
-                self._finish(Step.BROWSER_CLOSED)
-            if self._linger:
-                with trio.CancelScope(shield=True):
-                    await self._drain_and_hang_up()
-            trio.lowlevel.notify_closing(self.sock)
-            self.sock.close()
+            if not self._parked:
+                await self._end()
+
+    async def _end(self) -> None:
+        if self.phase is Phase.CLOSING:  # no answer to our close, or we hung up
+            self._finish(Step.ABORT)
+        elif self.phase in _LIVE:
+            self._finish(Step.BROWSER_CLOSED)
+        if self._linger:
+            with trio.CancelScope(shield=True):
+                await self._drain_and_hang_up()
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
 
     async def _drain_and_hang_up(self) -> None:
         """Send what is queued (our close frame), half-close, and read what the browser

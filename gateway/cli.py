@@ -71,6 +71,8 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
         raise ValueError("--max-sockets must be at least 1")
     if args.max_connect_rate < 0:
         raise ValueError("--max-connect-rate must be 0 (no limit) or more")
+    if args.park_after < 0:
+        raise ValueError("--park-after must be 0 (only until a socket first speaks) or more")
     for origin in args.allowed_origin:
         if origin != "*" and not re.match(r"^(https?)://[^/\s]+$", origin):
             raise ValueError(f"--allowed-origin {origin!r}: expected scheme://host[:port] "
@@ -87,7 +89,7 @@ def _gateway_config(args: argparse.Namespace) -> GatewayConfig:
         ping_interval_s=args.ping_interval, ping_timeout_s=args.ping_timeout,
         drain_timeout_s=args.drain_timeout, link_heartbeat_s=args.link_heartbeat,
         max_sockets=args.max_sockets, max_connect_rate=args.max_connect_rate,
-        handshake_timeout_s=args.handshake_timeout,
+        handshake_timeout_s=args.handshake_timeout, park_after_s=args.park_after,
         allowed_origins=frozenset(args.allowed_origin), certfile=args.certfile,
         bus_url=args.bus,
         keyfile=args.keyfile,

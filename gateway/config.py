@@ -61,6 +61,9 @@ class GatewayConfig:
     max_connect_rate: float = 1000.0
     #: How long a client may take to send its request (and a TLS handshake): slowloris.
     handshake_timeout_s: float = 10.0
+    #: A socket silent this long loses its reader task until the browser sends again
+    #: (gateway/parking.py); 0: only right after the handshake.
+    park_after_s: float = 1.0
     #: Page origins allowed to open sockets besides the gateway's own ("*": any).
     allowed_origins: frozenset[str] = frozenset()
     #: The Redis through which other nodes' workers reach this gateway ("": none).

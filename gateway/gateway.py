@@ -45,6 +45,7 @@ from gateway.link.events import (
     WriteMany,
 )
 from gateway.link.net import listen_tcp
+from gateway.parking import Parking
 from gateway.pool import GatewayLink, LinkPool
 from gateway.recovery import Recovery
 from gateway.routes import serve_connection
@@ -106,6 +107,8 @@ class Gateway:
         self._first_link = trio.Event()
         self._accepting = trio.CancelScope()
         self._listener: socket.socket | None = None
+        #: Silent sockets, without reader tasks.
+        self.parking = Parking()
 
     @property
     def nursery(self) -> trio.Nursery:
@@ -205,8 +208,16 @@ class Gateway:
             home.send(Data(bs.wsid, binary, payload, seq))
 
     def spawn(self, task: Callable[[], object]) -> None:
-        """Run ``task`` in the gateway's nursery (a socket's drain)."""
+        """Run ``task`` in the gateway's nursery (a socket's reader, or its drain)."""
         self.nursery.start_soon(task)  # type: ignore[arg-type]
+
+    def park(self, bs: BrowserSocket) -> None:
+        """Watch a silent socket without a task (gateway/parking.py)."""
+        self.parking.park(bs)
+
+    def unpark(self, bs: BrowserSocket) -> bool:
+        """A parked socket gets its reader back."""
+        return self.parking.unpark(bs)
 
     # --- serving ----------------------------------------------------------------------
 
@@ -226,6 +237,9 @@ class Gateway:
                 if self.bus is not None:
                     nursery.start_soon(self.bus.run)
                 nursery.start_soon(self._expire_gaps)
+                nursery.start_soon(self.parking.run)
+                if self.config.park_after_s > 0:
+                    nursery.start_soon(self._park_silent_sockets)
                 if self.config.ping_interval_s > 0:
                     nursery.start_soon(self._heartbeat_browsers)
                 if self.config.session_timeout_s > 0:
@@ -315,6 +329,17 @@ class Gateway:
                     bs.close(1001, "no answer to ping")
                 elif silent > interval and bs.queue(PING_FRAME):
                     bs.flush()
+
+    async def _park_silent_sockets(self) -> None:
+        """End the reader task of each socket silent for --park-after (it is parked
+        until the browser sends again)."""
+        after = self.config.park_after_s
+        while True:
+            await trio.sleep(after)
+            now = trio.current_time()
+            for bs in self.table:
+                if now - bs.last_heard > after and not bs.parked:
+                    bs.park_reader()
 
     async def _expire_gaps(self) -> None:
         """Give up on sequenced messages that never came (see gateway.groups)."""

@@ -124,9 +124,10 @@ async def _serve_upgrade(
         await send_response(conn, sock, Response.text(rejection.status, rejection.body),
                             close=True)
         return False
-    # The socket may live for days: it gets a task of its own that holds nothing of
-    # this HTTP connection, and this one ends here.
-    gw.nursery.start_soon(bs.run)
+    # The socket may live for days: it gets a reader task of its own that holds nothing
+    # of this HTTP connection (or none until the browser speaks: it is parked), and
+    # this task ends here.
+    bs.start_reading()
     return True
 
 

@@ -51,6 +51,7 @@ def status_snapshot(gw: Gateway) -> dict[str, Any]:
             "shared": sum(1 for bs in sockets if bs.shared and bs.ws is not None),
             "private": sum(1 for bs in sockets if not bs.shared and bs.ws is not None),
             "handshaking": sum(1 for bs in sockets if bs.ws is None),
+            "parked": len(gw.parking),
         },
         "socket_modes": dict(sorted(modes.items(), key=lambda item: _id_order(item[0]))),
     }
@@ -142,6 +143,14 @@ class GatewayCollector:
                                 value=1 if bus is not None and bus.up else 0)
         yield CounterMetricFamily("wsgate_gateway_bus_frames", "Frames received from other "
                                   "nodes over the bus.", value=bus.frames if bus else 0)
+        parking = self.gw.parking
+        yield GaugeMetricFamily("wsgate_gateway_sockets_parked", "Open sockets without a "
+                                "reader task until the browser sends again.",
+                                value=len(parking))
+        yield CounterMetricFamily("wsgate_gateway_socket_parks", "Times a socket was parked.",
+                                  value=parking.parks)
+        yield CounterMetricFamily("wsgate_gateway_socket_wakes", "Times a parked socket got "
+                                  "its reader back.", value=parking.wakes)
         for key, help_text in self.COUNTERS.items():
             yield CounterMetricFamily(f"wsgate_gateway_{key}", help_text,
                                       value=self.gw.stats[key])

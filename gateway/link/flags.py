@@ -140,4 +140,7 @@ GATEWAY_FLAGS: tuple[Flag, ...] = (
          choices=("enabled", "disabled")),
     Flag("--status-allow", "clients allowed to read /status and /metrics (default loopback "
          "only; repeatable)", metavar="CIDR", repeat=True),
+    Flag("--park-after", "a socket silent for S seconds gives up its reader task (memory) "
+         "until the browser sends again; every socket starts so (default 1; 0: only until "
+         "it first speaks)", 1.0, float, "S"),
 )
