@@ -145,6 +145,9 @@ class SocketOwner(Protocol):
     def unpark(self, bs: BrowserSocket) -> bool:
         """Stop watching it (False if it was not parked)."""
 
+    def reading(self, bs: BrowserSocket) -> None:
+        """The socket starts with a reader task, unparked (it cannot be parked yet)."""
+
 
 #: A close frame's reason has at most 123 bytes (RFC 6455 section 5.5).
 _REASON_BYTES = 120
@@ -427,6 +430,7 @@ class BrowserSocket:
             self._parked = True
             self.owner.park(self)
         else:
+            self.owner.reading(self)
             self.owner.spawn(self.run)
 
     @property

@@ -185,6 +185,7 @@ class Gateway:
     def socket_finished(self, bs: BrowserSocket) -> None:
         """Forget the socket; its worker hears of the end unless it knows already."""
         self.table.remove(bs.wsid)
+        self.parking.forget(bs)
         home = bs.home
         if home is not None:
             bs.leave_home()
@@ -218,6 +219,10 @@ class Gateway:
     def unpark(self, bs: BrowserSocket) -> bool:
         """A parked socket gets its reader back."""
         return self.parking.unpark(bs)
+
+    def reading(self, bs: BrowserSocket) -> None:
+        """A socket that starts with its reader (the silent ones are looked for there)."""
+        self.parking.awake.add(bs)
 
     # --- serving ----------------------------------------------------------------------
 
@@ -337,8 +342,8 @@ class Gateway:
         while True:
             await trio.sleep(after)
             now = trio.current_time()
-            for bs in self.table:
-                if now - bs.last_heard > after and not bs.parked:
+            for bs in list(self.parking.awake):  # the parked ones cost this loop nothing
+                if now - bs.last_heard > after:
                     bs.park_reader()
 
     async def _expire_gaps(self) -> None:

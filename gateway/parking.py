@@ -41,11 +41,14 @@ _WATCH = select.EPOLLIN | select.EPOLLRDHUP
 
 
 class Parking:
-    """The parked sockets, by descriptor, and the one task that wakes them."""
+    """The parked sockets, by descriptor, and the one task that wakes them; and the
+    open sockets that have a reader, the only ones a look for silent sockets reads."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._parked: dict[int, BrowserSocket] = {}
+        #: Open sockets with a reader task (woken, or never parked).
+        self.awake: set[BrowserSocket] = set()
         #: Sockets parked and woken since the start (the metrics count them).
         self.parks = 0
         self.wakes = 0
@@ -58,6 +61,7 @@ class Parking:
         fd = bs.sock.fileno()
         self._epoll.register(fd, _WATCH)
         self._parked[fd] = bs
+        self.awake.discard(bs)
         self.parks += 1
 
     def unpark(self, bs: BrowserSocket) -> bool:
@@ -67,8 +71,13 @@ class Parking:
             return False
         del self._parked[fd]
         self._epoll.unregister(fd)
+        self.awake.add(bs)
         self.wakes += 1
         return True
+
+    def forget(self, bs: BrowserSocket) -> None:
+        """The socket is gone."""
+        self.awake.discard(bs)
 
     async def run(self) -> None:
         """Wake each parked socket the browser sends to (or hangs up), until cancelled;

@@ -51,11 +51,14 @@ async def test_a_parked_socket_gets_broadcasts_and_wakes_for_what_it_sends(
             (talker, talker_id), (listener, listener_id) = [
                 await _client(stack, h) for _ in range(2)]
             await h.wait_for(lambda: h.status()["sockets"]["parked"] == 2)
+            assert h.gateway.parking.awake == set()  # no reader anywhere
             await talker.say("one")
             for client in (talker, listener):
                 assert (await client.expect("Chat"))["Message"] == b64("one")
             assert _socket(h, listener_id).parked  # never woken: it sent nothing
+            assert h.gateway.parking.awake <= {_socket(h, talker_id)}
             await h.wait_for(lambda: _socket(h, talker_id).parked)  # silent again
+            assert h.gateway.parking.awake == set()
             await talker.say("two")
             for client in (talker, listener):
                 assert (await client.expect("Chat"))["Message"] == b64("two")
@@ -90,6 +93,7 @@ async def test_closing_a_parked_socket_either_way_runs_the_closing_handshake(
                 assert closed.value.reason.code == 1001
             assert len(h.gateway.table) == 0
             assert len(h.gateway.parking) == 0
+            assert h.gateway.parking.awake == set()  # each woken one forgotten at its end
 
 
 async def test_a_parked_socket_whose_browser_vanishes_is_forgotten(tmp_path: Path) -> None:
