@@ -427,8 +427,8 @@ class BrowserSocket:
         cannot be parked (TLS, frames already read, closing), start its reader."""
         self._parkable = self._parkable and not self._linger
         if self._parkable and self.phase in _LIVE:
-            self._parked = True
             self.owner.park(self)
+            self._parked = True
         else:
             self.owner.reading(self)
             self.owner.spawn(self.run)
@@ -477,8 +477,8 @@ class BrowserSocket:
                     break
                 self._parking = False
                 if self.phase in _LIVE:
+                    self.owner.park(self)  # if it raises, the socket ends below
                     self._parked = True
-                    self.owner.park(self)
                     return
                 if self.phase is not Phase.CLOSING:
                     break
