@@ -104,6 +104,10 @@ def chat_event(row: ChatMessage) -> dict[str, Any]:
     return event
 
 
+def _is_cid(value: object) -> bool:
+    return isinstance(value, str) and _CID.fullmatch(value) is not None
+
+
 def _cid_of(data: str | bytes) -> str | None:
     """The valid ``Cid`` of a client message, if it has one (for its Error reply)."""
     try:
@@ -111,7 +115,7 @@ def _cid_of(data: str | bytes) -> str | None:
     except ValueError:
         return None
     cid = message.get("Cid") if isinstance(message, dict) else None
-    return cid if isinstance(cid, str) and _CID.fullmatch(cid) else None
+    return cid if _is_cid(cid) else None
 
 
 def _since(value: str | None, default: int) -> int:
@@ -123,8 +127,10 @@ def _since(value: str | None, default: int) -> int:
 
 def _error(why: str, cid: str | None) -> dict[str, Any]:
     """An Error reply; with the Cid of the message it refuses, if it had one."""
-    return {"Type": "Error", "Message": why} if cid is None else {
-        "Type": "Error", "Message": why, "Cid": cid}
+    error = {"Type": "Error", "Message": why}
+    if cid is not None:
+        error["Cid"] = cid
+    return error
 
 
 def _userlist(users: list[str]) -> dict[str, Any]:
@@ -338,7 +344,7 @@ class ChatServer(WebSocket):
         if not isinstance(author, str) or len(author) > MAX_ALIAS_CHARS:
             raise BadInput(f"Author must be a name of at most {MAX_ALIAS_CHARS} characters")
         cid = message.get("Cid")
-        if cid is not None and not (isinstance(cid, str) and _CID.fullmatch(cid)):
+        if cid is not None and not _is_cid(cid):
             raise BadInput("Cid must be 8 to 64 letters, digits, '-' or '_'")
         # The id is the same when the message arrives again: the page's Cid when it sent
         # it again over a new socket (its gateway died before the line was stored, or

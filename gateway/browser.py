@@ -146,7 +146,7 @@ class SocketOwner(Protocol):
         """Stop watching it (False if it was not parked)."""
 
     def reading(self, bs: BrowserSocket) -> None:
-        """The socket starts with a reader task, unparked (it cannot be parked yet)."""
+        """The socket starts with a reader task, to be parked once silent."""
 
 
 #: A close frame's reason has at most 123 bytes (RFC 6455 section 5.5).
@@ -177,8 +177,8 @@ class BrowserSocket:
     """One browser WebSocket held by the gateway; see the module docstring."""
 
     __slots__ = (
-        "_drain_running", "_handshake", "_linger", "_parkable", "_parked", "_parking",
-        "_reader_scope", "_received", "_unacked",
+        "_drain_running", "_handshake", "_input_read", "_linger", "_parkable", "_parked",
+        "_parking", "_reader_scope", "_received", "_unacked",
         "_unacked_bytes", "binary", "class_name", "client_address", "close_code",
         "close_reason", "groups", "home", "last_activity", "last_heard", "out", "owner", "phase",
         "session", "shared", "sock", "state", "ws", "wsid",
@@ -227,6 +227,8 @@ class BrowserSocket:
         self._linger = False
         #: Plain TCP (TLS may hold decrypted bytes no epoll event announces).
         self._parkable = not isinstance(sock, ssl.SSLSocket)
+        #: Frames came with the request: wsproto holds them, the reader must start.
+        self._input_read = False
         #: No reader task: the socket waits in the gateway's parking (gateway/parking.py).
         self._parked = False
         #: The reader was cancelled to park the socket.
@@ -295,8 +297,7 @@ class BrowserSocket:
             self.close(*handshake.pending_close)
         self.flush()
         ws.receive_data(trailing)
-        if trailing:  # wsproto holds frames already: a reader must see them
-            self._parkable = False
+        self._input_read = bool(trailing)
 
     def fail(self) -> None:
         """The handshake failed (refused, timed out, cancelled): forget the socket."""
@@ -423,15 +424,16 @@ class BrowserSocket:
     # --- inbound -----------------------------------------------------------------------
 
     def start_reading(self) -> None:
-        """Right after the 101: park the socket until the browser speaks, or, when it
-        cannot be parked (TLS, frames already read, closing), start its reader."""
-        self._parkable = self._parkable and not self._linger
-        if self._parkable and self.phase in _LIVE:
+        """Right after the 101: park the socket until the browser speaks, or start its
+        reader when frames came with the request, or it is closing already, or it can
+        never be parked (TLS)."""
+        if self._parkable and not self._input_read and self.phase in _LIVE:
             self.owner.park(self)
             self._parked = True
-        else:
-            self.owner.reading(self)
-            self.owner.spawn(self.run)
+            return
+        if self._parkable:
+            self.owner.reading(self)  # parked once it is silent
+        self.owner.spawn(self.run)
 
     @property
     def parked(self) -> bool:

@@ -221,8 +221,8 @@ class Gateway:
         return self.parking.unpark(bs)
 
     def reading(self, bs: BrowserSocket) -> None:
-        """A socket that starts with its reader (the silent ones are looked for there)."""
-        self.parking.awake.add(bs)
+        """A socket that starts with its reader, to be parked once silent."""
+        self.parking.reading(bs)
 
     # --- serving ----------------------------------------------------------------------
 

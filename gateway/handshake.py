@@ -14,8 +14,6 @@ socket whose handshake worker already serves others moves to a dedicated worker
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from urllib.parse import urlsplit
 import h11
 import trio
 from wsproto.connection import Connection, ConnectionType
+from wsproto.utilities import generate_accept_token
 
 from gateway.browser import BrowserSocket
 from gateway.link.codec import encode
@@ -40,8 +39,6 @@ __all__ = ["Rejection", "Upgrade", "check_upgrade", "open_websocket",
 log = logging.getLogger(__name__)
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
-#: RFC 6455 section 1.3: appended to the key before hashing.
-_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +119,8 @@ def check_upgrade(request: h11.Request) -> Upgrade | str:
 def switching_protocols(key: bytes, subprotocol: str | None) -> bytes:
     """The 101 response to an upgrade with ``key``, choosing ``subprotocol`` (or none;
     no extension: permessage-deflate is never offered back)."""
-    accept = base64.b64encode(hashlib.sha1(key + _ACCEPT_GUID).digest())
     head = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",
-            b"Connection: Upgrade", b"Sec-WebSocket-Accept: " + accept]
+            b"Connection: Upgrade", b"Sec-WebSocket-Accept: " + generate_accept_token(key)]
     if subprotocol:
         head.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode("latin-1"))
     return b"\r\n".join(head) + b"\r\n\r\n"

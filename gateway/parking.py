@@ -75,6 +75,10 @@ class Parking:
         self.wakes += 1
         return True
 
+    def reading(self, bs: BrowserSocket) -> None:
+        """``bs`` starts with a reader (it could not be parked at once)."""
+        self.awake.add(bs)
+
     def forget(self, bs: BrowserSocket) -> None:
         """The socket is gone."""
         self.awake.discard(bs)

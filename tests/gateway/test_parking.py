@@ -18,6 +18,7 @@ from trio_websocket import ConnectionClosed
 from gateway.browser import BrowserSocket
 from tests.chatting import upgrade_request
 from tests.harness import Harness, running
+from tests.limits.raw import OP_TEXT, client_frame
 from tests.support import ChatClient, b64
 
 TIMEOUT_S = 30
@@ -70,6 +71,25 @@ async def test_a_parked_socket_gets_broadcasts_and_wakes_for_what_it_sends(
             assert _metric(h, "wsgate_gateway_sockets_parked") == len(h.gateway.parking)
     for client in (talker, listener):
         assert [m["Message"] for m in client.of_type("Chat")] == [b64("one"), b64("two")]
+
+
+async def test_frames_that_came_with_the_request_are_read_then_the_socket_is_parked(
+    tmp_path: Path,
+) -> None:
+    """A client that sends its first frame in the same packet as its upgrade request:
+    the socket starts with a reader (wsproto holds the frame), the line reaches the
+    room, and the silent socket is parked afterwards like any other."""
+    line = b'{"Message": "%s", "Author": "eager"}' % b64("early").encode()
+    with trio.fail_after(TIMEOUT_S):
+        async with running(tmp_path, workers=1, park_after_s=PARK_AFTER_S) as h, \
+                AsyncExitStack() as stack:
+            listener, _ = await _client(stack, h)
+            raw = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+            stack.callback(raw.close)
+            raw.sendall(upgrade_request() + client_frame(OP_TEXT, line))
+            assert (await listener.expect("Chat"))["Message"] == b64("early")
+            await h.wait_for(lambda: len(h.gateway.parking) == 2)
+            assert h.gateway.parking.awake == set()
 
 
 async def test_closing_a_parked_socket_either_way_runs_the_closing_handshake(
